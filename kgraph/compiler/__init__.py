@@ -1,0 +1,1 @@
+"""The compiler: tracing, autodiff, graph passes and lowering to backend kernels."""

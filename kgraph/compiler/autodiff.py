@@ -1,0 +1,63 @@
+"""Reverse-mode autodiff: appends the backward graph to the forward graph, in the same IR.
+
+It walks the graph from the target back to the requested sources and asks each node's
+OpDef for its gradient rule, which records ordinary ops, so the backward graph is
+optimized, fused and lowered exactly like the forward one.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from kgraph import ops
+from kgraph.ir import SymbolicTensor, tracing
+from kgraph.ops import get_op
+from kgraph.ops.registry import GradContext
+
+
+def gradients(graph, target_id, source_ids):
+    """Node ids of d(target)/d(source) for each source (a zeros constant when unconnected).
+
+    The target must be a scalar; the rules record their ops into `graph`.
+    """
+    target = graph.node(target_id)
+    if target.shape not in ((), (1,)):
+        raise ValueError(f"gradients: the target must be a scalar, got shape {target.shape}")
+    relevant = nx.ancestors(graph.nx, target_id) | {target_id}
+    reachable = set()
+    for source in source_ids:
+        reachable |= nx.descendants(graph.nx, source) | {source}
+    on_path = relevant & reachable
+    order = [n for n in nx.lexicographical_topological_sort(graph.nx) if n in on_path]
+    with tracing(graph):
+        upstream = {target_id: ops.ones_like(SymbolicTensor(graph, target_id))}
+        for node_id in reversed(order):
+            if node_id not in upstream:
+                continue
+            node = graph.node(node_id)
+            if node.op in ("placeholder", "variable", "constant"):
+                continue
+            opdef = get_op(node.op)
+            inputs = [SymbolicTensor(graph, i) for i in node.inputs]
+            if not opdef.differentiable or opdef.grad is None:
+                continue
+            context = GradContext(inputs, SymbolicTensor(graph, node_id), upstream[node_id], node.attrs)
+            input_grads = opdef.grad(context)
+            if len(input_grads) != len(inputs):
+                raise RuntimeError(f"gradient rule of '{node.op}' returned {len(input_grads)} "
+                                   f"gradients for {len(inputs)} inputs")
+            for src, grad in zip(node.inputs, input_grads):
+                if grad is None or src not in on_path:
+                    continue
+                if tuple(grad.shape) != tuple(graph.node(src).shape):
+                    raise RuntimeError(f"gradient rule of '{node.op}' gave shape {grad.shape} "
+                                       f"for an input of shape {graph.node(src).shape}")
+                upstream[src] = grad if src not in upstream else ops.add(upstream[src], grad)
+        results = []
+        for source in source_ids:
+            if source in upstream:
+                grad = upstream[source]
+                results.append(grad.node_id)
+            else:
+                results.append(ops.zeros_like(SymbolicTensor(graph, source)).node_id)
+    return results

@@ -1,0 +1,1 @@
+"""Graph passes: simplification, shape inference, fusion, memory planning, and the pipeline."""

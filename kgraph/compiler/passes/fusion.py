@@ -1,0 +1,112 @@
+"""Fusion: partitions a graph's computation into groups, each one kernel.
+
+- elementwise: a tree of elementwise ops with one result, rendered as one loop;
+- matmul: a matmul and the elementwise epilogue that consumes it (bias, activation,
+  residual add), applied in place on the product while it is hot in cache;
+- reduction: a reduction and the elementwise prologue that produces its input;
+- view: a reshape, which costs nothing (it aliases its input);
+- kernel: any other op, with its own template.
+
+A producer joins its consumer's group only when the consumer is its one reader and it is
+not itself a result of the graph, so nothing is computed twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kgraph.ops import get_op
+from kgraph.ops.registry import ELEMENTWISE
+from kgraph.ops.shapes import num_elements
+
+SOURCES = ("placeholder", "variable", "constant")
+
+
+@dataclass
+class Group:
+    kind: str
+    nodes: list  # node ids in topological order; the last one is the group's result
+    inputs: list = field(default_factory=list)  # external value ids read, in first-use order
+
+    @property
+    def output(self):
+        return self.nodes[-1]
+
+
+def _is_elementwise(node):
+    return node.op not in SOURCES and get_op(node.op).kind == ELEMENTWISE
+
+
+def fuse(graph):
+    """The graph's groups, in an order that respects data dependencies."""
+    order = [n.id for n in graph.nodes()]
+    position = {node_id: i for i, node_id in enumerate(order)}
+    roots = set(graph.roots())
+    assigned = {}
+    groups = []
+
+    def single_reader(node_id):
+        readers = graph.consumers(node_id)
+        return len(readers) == 1 and node_id not in roots and len(
+            graph.nx.edges[node_id, readers[0]]["positions"]) == 1
+
+    def absorb(members, node_id, shape, allowed_input):
+        """Pull elementwise producers of `node_id` into `members` (same iteration shape)."""
+        for src in graph.node(node_id).inputs:
+            producer = graph.node(src)
+            if src in assigned or src in members or not _is_elementwise(producer):
+                continue
+            if producer.shape != shape or not single_reader(src):
+                continue
+            if not all(allowed_input(graph.node(i)) for i in producer.inputs
+                       if not _is_elementwise(graph.node(i)) or graph.node(i).shape != shape):
+                continue
+            members.add(src)
+            absorb(members, src, shape, allowed_input)
+
+    for node_id in reversed(order):
+        node = graph.node(node_id)
+        if node.op in SOURCES or node_id in assigned:
+            continue
+        kind = get_op(node.op).kind
+        members = {node_id}
+        if kind == ELEMENTWISE:
+            absorb(members, node_id, node.shape, lambda _: True)
+            group_kind = "elementwise"
+            matmuls = [i for n in members for i in graph.node(n).inputs
+                       if graph.node(i).op == "matmul" and i not in assigned
+                       and graph.node(i).shape == node.shape and graph.node(i).dtype == node.dtype
+                       and single_reader(i)]
+            if matmuls:
+                members.add(matmuls[0])
+                group_kind = "matmul"
+        elif kind == "reduction" and node.op not in ("argmax", "argmin"):
+            reduced_shape = graph.node(node.inputs[0]).shape
+            absorb(members, node_id, reduced_shape,
+                   lambda n: n.shape == reduced_shape or num_elements(n.shape) == 1)
+            group_kind = "reduction"
+        elif get_op(node.op).view:
+            group_kind = "view"
+        elif node.op == "matmul":
+            group_kind = "matmul"
+        else:
+            group_kind = "kernel"
+        ordered = sorted(members, key=position.__getitem__)
+        group = Group(group_kind, ordered)
+        for member in ordered:
+            assigned[member] = group
+            for src in graph.node(member).inputs:
+                if src not in members and src not in group.inputs:
+                    group.inputs.append(src)
+        groups.append(group)
+    groups.sort(key=lambda g: position[g.output])
+    return groups
+
+
+def format_groups(graph, groups):
+    """One line per group: kind, member ops, result."""
+    lines = []
+    for i, group in enumerate(groups):
+        ops = " -> ".join(graph.node(n).op for n in group.nodes)
+        lines.append(f"  group {i} [{group.kind}] {ops} => %{group.output} {graph.node(group.output).shape}")
+    return "\n".join(lines)

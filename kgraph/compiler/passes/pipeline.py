@@ -1,0 +1,57 @@
+"""The pass pipeline: simplify to a fixed point, check shapes, fuse, plan memory, lower."""
+
+from __future__ import annotations
+
+import os
+
+from kgraph.compiler.passes.fusion import format_groups, fuse
+from kgraph.compiler.passes.memory import plan_memory
+from kgraph.compiler.passes.shape_inference import infer_shapes
+from kgraph.compiler.passes.simplify import (eliminate_common_subexpressions, eliminate_dead_code,
+                                             fold_constants, simplify_algebra)
+
+SIMPLIFY_PASSES = (fold_constants, simplify_algebra, eliminate_common_subexpressions, eliminate_dead_code)
+
+
+def optimize(graph, log=None):
+    """Simplify `graph` in place until no pass changes it; `log(stage, text)` sees each stage."""
+    if log:
+        log("traced", graph.format())
+    for _ in range(20):
+        changes = 0
+        for simplify in SIMPLIFY_PASSES:
+            changed = simplify(graph)
+            if changed and log:
+                log(f"{simplify.__name__} ({changed} changes)", graph.format())
+            changes += changed
+        if not changes:
+            break
+    infer_shapes(graph)
+    return graph
+
+
+def _dump_log():
+    if os.environ.get("KGRAPH_DUMP"):
+        return lambda stage, text: print(f"== {stage}\n{text}")
+    return None
+
+
+def compile_graph(graph, log=None):
+    """Optimize a copy of `graph` and lower it with the numba backend."""
+    from kgraph.compiler.lower.numba import render_module
+    from kgraph.runtime.cache import load_module
+    from kgraph.runtime.cpu import CpuExecutable
+
+    log = log or _dump_log()
+    graph = optimize(graph.copy(), log)
+    groups = fuse(graph)
+    if log:
+        log("fusion groups", format_groups(graph, groups))
+    plan = plan_memory(graph, groups)
+    source, signature = render_module(graph, groups, plan)
+    if log:
+        log("numba source", source)
+    module = load_module(source)
+    executable = CpuExecutable(graph, signature, plan, module.entry, source)
+    executable.groups = groups
+    return executable

@@ -1,0 +1,47 @@
+"""kgraph.ops: the op library and the Keras 3 `keras.ops` namespace.
+
+Every function runs its numpy reference on arrays and records a graph node on symbolic
+tensors (or on anything while a graph is traced).
+"""
+
+from kgraph.ops.registry import OPS, OpDef, bind, convert_to_tensor, get_op, register  # noqa: F401
+from kgraph.ops.elementwise import *  # noqa: F401,F403
+from kgraph.ops.elementwise import abs, cast, clip, elu, gelu, leaky_relu, result_type, where  # noqa: F401
+from kgraph.ops.reduce import *  # noqa: F401,F403
+from kgraph.ops.reduce import max, min, sum  # noqa: F401
+from kgraph.ops.shape import *  # noqa: F401,F403
+from kgraph.ops.shape import getitem, slice  # noqa: F401
+from kgraph.ops.matmul import dot, matmul  # noqa: F401
+from kgraph.ops import operators as _operators
+
+import numpy as _np
+
+
+def convert_to_numpy(x):
+    """An eager value as a numpy array."""
+    from kgraph.ir import SymbolicTensor, Variable
+
+    if isinstance(x, SymbolicTensor):
+        raise ValueError("convert_to_numpy: a symbolic tensor has no value while a graph is traced")
+    if isinstance(x, Variable):
+        return x.numpy()
+    return _np.asarray(x)
+
+
+def shape(x):
+    return tuple(x.shape)
+
+
+def size(x):
+    return int(_np.prod(x.shape))
+
+
+def ndim(x):
+    return len(x.shape)
+
+
+def dtype(x):
+    return str(x.dtype)
+
+
+_operators.install()

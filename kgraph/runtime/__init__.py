@@ -1,0 +1,1 @@
+"""Runtime: executing compiled graphs (numba on the CPU), the kernel cache, the reference interpreter."""
