@@ -156,8 +156,9 @@ class Graph:
             shape = "(" + ", ".join("None" if d is None else str(d) for d in node.shape) + ")"
             args = ", ".join(f"%{i}" for i in node.inputs)
             attrs = ", ".join(f"{k}={v}" for k, v in node.attrs.items())
+            attrs = "{" + attrs + "}" if attrs else ""
             label = f" '{node.name}'" if node.name else ""
-            lines.append(f"  %{node.id}: {node.dtype}{shape} = {node.op}({args}){'{' + attrs + '}' if attrs else ''}{label}")
+            lines.append(f"  %{node.id}: {node.dtype}{shape} = {node.op}({args}){attrs}{label}")
         lines.append("  outputs: " + ", ".join(f"%{o}" for o in self.outputs))
         for var_id, new_id in self.state_updates.items():
             lines.append(f"  state: {self.node(var_id).name} <- %{new_id}")

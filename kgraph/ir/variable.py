@@ -57,7 +57,7 @@ class Variable:
         if shape is not None and tuple(array.shape) != tuple(shape):
             raise ValueError(f"Variable '{self.name}': initial value has shape {array.shape}, "
                              f"expected {tuple(shape)}")
-        self._value = np.ascontiguousarray(array)
+        self._value = np.array(array, order="C")  # keeps 0-d (np.ascontiguousarray makes it 1-d)
         self.constraint = None
         self.regularizer = None
 

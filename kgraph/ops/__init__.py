@@ -12,6 +12,7 @@ from kgraph.ops.reduce import max, min, sum  # noqa: F401
 from kgraph.ops.shape import *  # noqa: F401,F403
 from kgraph.ops.shape import getitem, slice  # noqa: F401
 from kgraph.ops.matmul import dot, matmul  # noqa: F401
+from kgraph.ops import random  # noqa: F401  (registers random_uniform)
 from kgraph.ops import operators as _operators
 
 import numpy as _np

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kgraph import ops
-from kgraph.ops.registry import OpDef, bind, register
+from kgraph.ops.registry import OpDef, Spec, bind, get_op, register
 from kgraph.ops.shapes import normalize_axes, normalize_axis
 
 REDUCTION = "reduction"
@@ -120,6 +120,9 @@ register(OpDef("reduced_count", "shape", _count_infer,
 def _reduce(name, x, axis, keepdims):
     x = ops.convert_to_tensor(x)
     axes = normalize_axes(axis, len(x.shape), name)
+    if not axes:  # reducing over no axis (e.g. a scalar) leaves the values as they are
+        _, dtype = get_op(name).infer({"axes": (), "keepdims": True}, Spec(tuple(x.shape), x.dtype))
+        return ops.cast(x, dtype)
     return bind(name, [x], axes=axes, keepdims=bool(keepdims))
 
 

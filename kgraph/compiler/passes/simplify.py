@@ -63,7 +63,10 @@ def fold_constants(graph: Graph) -> int:
         if size is None or size > FOLD_LIMIT:
             continue
         value = np.asarray(get_op(node.op).reference(node.attrs, *[p.payload for p in producers]))
-        constant = graph.add_constant(np.ascontiguousarray(value.astype(node.dtype)))
+        if value.shape != node.shape:
+            raise ValueError(f"constant folding: the reference of '{node.op}' gave shape {value.shape}, "
+                             f"but its shape rule says {node.shape} (attrs {node.attrs})")
+        constant = graph.add_constant(np.array(value, dtype=node.dtype, order="C"))
         graph.replace_uses(node.id, constant.id)
         graph.nx.remove_node(node.id)
         folded += 1

@@ -1,0 +1,115 @@
+"""Benchmark: Dense 784-256-256-10, batch 128, Adam, 12,800 synthetic samples.
+
+Prints one JSON line per measurement: steady-state training samples/s, first-epoch seconds
+(compile included), predict samples/s and batch-1 latency; then runs itself again in a
+fresh process to show the kernel cache (first-epoch seconds drop); and, when torch is
+installed, PyTorch eager on the same model in the same run, as a ratio.
+
+Run: python bench/train_mlp.py [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SAMPLES, FEATURES, HIDDEN, CLASSES, BATCH = 12_800, 784, 256, 10, 128
+
+
+def synthetic(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((SAMPLES, FEATURES)).astype("float32")
+    y = rng.integers(0, CLASSES, SAMPLES).astype("int32")
+    return x, y
+
+
+def emit(**record):
+    print(json.dumps(record), flush=True)
+
+
+def bench_kgraph(epochs, label):
+    import kgraph as keras
+
+    x, y = synthetic()
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(HIDDEN, activation="relu"),
+                              keras.layers.Dense(HIDDEN, activation="relu"), keras.layers.Dense(CLASSES)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    first_epoch = time.perf_counter() - start
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0)
+    train_rate = SAMPLES * epochs / (time.perf_counter() - start)
+    model.predict(x[:BATCH], batch_size=BATCH, verbose=0)
+    start = time.perf_counter()
+    model.predict(x, batch_size=BATCH, verbose=0)
+    predict_rate = SAMPLES / (time.perf_counter() - start)
+    one = x[:1]
+    model(one)
+    start = time.perf_counter()
+    calls = 2000
+    for _ in range(calls):
+        model(one)
+    latency_us = (time.perf_counter() - start) / calls * 1e6
+    emit(framework="kgraph", run=label, first_epoch_s=round(first_epoch, 3),
+         train_samples_per_s=round(train_rate), predict_samples_per_s=round(predict_rate),
+         batch1_latency_us=round(latency_us, 1))
+    return train_rate
+
+
+def bench_torch(epochs):
+    try:
+        import torch
+    except ImportError:
+        emit(framework="pytorch", skipped="torch is not installed")
+        return None
+    x, y = synthetic()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype("int64"))
+    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(),
+                                torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, CLASSES))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def epoch():
+        permutation = torch.randperm(SAMPLES)
+        for start in range(0, SAMPLES, BATCH):
+            index = permutation[start:start + BATCH]
+            optimizer.zero_grad()
+            loss = loss_fn(model(xt[index]), yt[index])
+            loss.backward()
+            optimizer.step()
+
+    epoch()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        epoch()
+    rate = SAMPLES * epochs / (time.perf_counter() - start)
+    emit(framework="pytorch-eager", train_samples_per_s=round(rate), threads=torch.get_num_threads())
+    return rate
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        bench_kgraph(args.epochs, "fresh-process")
+        return
+    kgraph_rate = bench_kgraph(args.epochs, "first-process")
+    subprocess.run([sys.executable, __file__, "--child", "--epochs", str(args.epochs)], check=True,
+                   env=dict(os.environ))
+    torch_rate = bench_torch(args.epochs)
+    if torch_rate:
+        emit(comparison="kgraph/pytorch-eager training samples/s", ratio=round(kgraph_rate / torch_rate, 2))
+
+
+if __name__ == "__main__":
+    main()

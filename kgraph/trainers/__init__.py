@@ -1,0 +1,1 @@
+"""Trainers: fit / evaluate / predict loops over compiled steps."""
