@@ -252,7 +252,9 @@ def _h_sigmoid(h, x):
 
 
 _define("relu", 1, lambda h, x: h.maximum(x, h.const(0.0)), lambda at, x: np.maximum(x, 0),
-        _unary_grad(lambda x, y, g: ops.multiply(g, _positive_mask(x))), dtype_rule=_same_result)
+        # The mask reads the output, not the input: the input then has one reader and
+        # fuses into the producing matmul's epilogue.
+        _unary_grad(lambda x, y, g: ops.multiply(g, _positive_mask(y))), dtype_rule=_same_result)
 _define("relu6", 1, lambda h, x: h.minimum(h.maximum(x, h.const(0.0)), h.const(6.0)),
         lambda at, x: np.minimum(np.maximum(x, 0), 6),
         _unary_grad(lambda x, y, g: ops.where(ops.logical_and(ops.greater(x, 0), ops.less(x, 6)),
@@ -405,6 +407,8 @@ def cast(x, dtype):
     from kgraph.ir.variable import standardize_dtype
 
     dtype = standardize_dtype(dtype)
+    if isinstance(x, (bool, int, float)):  # a Python number takes the target dtype directly
+        x = np.asarray(x, dtype=dtype)
     if getattr(x, "dtype", None) == dtype and not isinstance(x, (int, float)):
         return x if not hasattr(x, "_value") else x.value
     return bind("cast", [x], dtype=dtype)

@@ -8,7 +8,7 @@ import builtins
 import numpy as np
 
 from kgraph import ops
-from kgraph.ir import SymbolicTensor
+from kgraph.ir import SymbolicTensor, is_tracing
 from kgraph.ops.registry import ELEMENTWISE, OpDef, bind, register
 from kgraph.ops.shapes import broadcast_shapes, normalize_axes, normalize_axis, num_elements
 
@@ -144,7 +144,7 @@ def broadcast_to(x, shape):
     shape = tuple(None if d is None or d == -1 else int(d) for d in shape)
     if tuple(x.shape) == shape:
         return x
-    if not isinstance(x, SymbolicTensor):
+    if not isinstance(x, SymbolicTensor) and not is_tracing() and None not in shape:
         return np.broadcast_to(x, shape).copy()
     return bind("broadcast_to", [x], shape=shape)
 
@@ -425,7 +425,7 @@ def full(shape, fill_value, dtype=None):
 def full_like(x, fill_value, dtype=None):
     x = ops.convert_to_tensor(x)
     dtype = dtype or x.dtype
-    if not isinstance(x, SymbolicTensor):
+    if not isinstance(x, SymbolicTensor) and not is_tracing():
         return np.full(x.shape, fill_value, dtype=dtype)
     return broadcast_to(np.asarray(fill_value, dtype=dtype), x.shape)
 
