@@ -7,6 +7,13 @@ from collections import OrderedDict
 import numpy as np
 
 
+def _contiguous(value, dtype=None):
+    """A C-contiguous array of `value` that keeps its rank (np.ascontiguousarray makes
+    0-d arrays 1-d, which the compiled entry's types would not accept)."""
+    array = np.asarray(value, dtype=dtype)
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
 class CpuExecutable:
     """A graph lowered to a numba module; calling it runs the whole graph once.
 
@@ -26,7 +33,7 @@ class CpuExecutable:
         self.input_specs = [(graph.node(i).shape, graph.node(i).dtype, graph.node(i).name)
                             for i in signature.placeholders]
         self.variables = [graph.node(i).payload for i in signature.variable_nodes]
-        self.constants = [np.ascontiguousarray(graph.node(i).payload) for i in signature.constants]
+        self.constants = [_contiguous(graph.node(i).payload) for i in signature.constants]
         self._arenas = OrderedDict()
 
     def _arenas_for(self, batch):
@@ -51,7 +58,7 @@ class CpuExecutable:
     def __call__(self, *inputs):
         arrays = []
         for (shape, dtype, name), value in zip(self.input_specs, inputs):
-            array = np.ascontiguousarray(value, dtype=dtype)
+            array = _contiguous(value, dtype)
             if len(array.shape) != len(shape) or any(
                     s is not None and s != a for s, a in zip(shape, array.shape)):
                 raise ValueError(f"input '{name}': expected shape {shape}, got {array.shape}")

@@ -14,6 +14,7 @@ import numpy as np
 from kgraph.compiler.lower.numba.scalar import NumbaScalarOps, _literal
 from kgraph.compiler.passes.memory import linear_size
 from kgraph.ops import get_op
+from kgraph.ops import random as random_ops
 from kgraph.ops.shapes import num_elements
 
 JIT = '@njit(cache=True, error_model="numpy")'
@@ -446,6 +447,7 @@ KERNEL_TEMPLATES = {
     "transpose": _transpose, "concatenate": _concatenate, "slice": _slice, "unslice": _unslice,
     "pad": _pad, "take": _take, "take_grad": _take_grad, "argmax": _arg_extremum,
     "argmin": _arg_extremum, "reduced_count": _reduced_count,
+    "random_uniform": random_ops.numba_template,
 }
 
 
