@@ -7,8 +7,10 @@
 - view: a reshape, which costs nothing (it aliases its input);
 - kernel: any other op, with its own template.
 
-A producer joins its consumer's group only when the consumer is its one reader and it is
-not itself a result of the graph, so nothing is computed twice.
+A producer joins its consumer's group only when every reader of it is in that group, so
+nothing is computed twice. An elementwise group may also store such a producer when the
+graph needs its value (a state update such as Adam's moments): one loop then computes
+and writes every result of an optimizer update.
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ class Group:
     kind: str
     nodes: list  # node ids in topological order; the last one is the group's result
     inputs: list = field(default_factory=list)  # external value ids read, in first-use order
+    extra_outputs: list = field(default_factory=list)  # members stored besides the result
 
     @property
     def output(self):
         return self.nodes[-1]
+
+    @property
+    def outputs(self):
+        return [self.output] + self.extra_outputs
 
 
 def _is_elementwise(node):
@@ -50,19 +57,32 @@ def fuse(graph):
         return len(readers) == 1 and node_id not in roots and len(
             graph.nx.edges[node_id, readers[0]]["positions"]) == 1
 
-    def absorb(members, node_id, shape, allowed_input):
-        """Pull elementwise producers of `node_id` into `members` (same iteration shape)."""
+    def readers_inside(node_id, members):
+        return all(reader in members for reader in graph.consumers(node_id))
+
+    def absorb(members, node_id, shape, allowed_input, extras=None):
+        """Pull elementwise producers of `node_id` into `members` (same iteration shape).
+
+        With `extras` (a list), a producer the graph keeps as a result may join too; it
+        is then stored by the group as an extra output.
+        """
         for src in graph.node(node_id).inputs:
             producer = graph.node(src)
             if src in assigned or src in members or not _is_elementwise(producer):
                 continue
-            if producer.shape != shape or not single_reader(src):
+            if producer.shape != shape or not readers_inside(src, members):
+                continue
+            if src in roots and extras is None:
                 continue
             if not all(allowed_input(graph.node(i)) for i in producer.inputs
                        if not _is_elementwise(graph.node(i)) or graph.node(i).shape != shape):
                 continue
             members.add(src)
-            absorb(members, src, shape, allowed_input)
+            if src in roots:
+                extras.append(src)
+            absorb(members, src, shape, allowed_input, extras)
+            # A producer seen earlier may have all its readers inside now.
+            absorb(members, node_id, shape, allowed_input, extras)
 
     for node_id in reversed(order):
         node = graph.node(node_id)
@@ -70,20 +90,21 @@ def fuse(graph):
             continue
         kind = get_op(node.op).kind
         members = {node_id}
+        extras = []
         if kind == ELEMENTWISE:
-            absorb(members, node_id, node.shape, lambda _: True)
+            absorb(members, node_id, node.shape, lambda _: True, extras)
             group_kind = "elementwise"
             matmuls = [i for n in members for i in graph.node(n).inputs
                        if graph.node(i).op == "matmul" and i not in assigned
                        and graph.node(i).shape == node.shape and graph.node(i).dtype == node.dtype
-                       and single_reader(i)]
-            if matmuls:
+                       and len(graph.node(i).shape) == 2 and single_reader(i)]
+            if matmuls and not extras:
                 members.add(matmuls[0])
                 group_kind = "matmul"
         elif kind == "reduction" and node.op not in ("argmax", "argmin"):
             reduced_shape = graph.node(node.inputs[0]).shape
             absorb(members, node_id, reduced_shape,
-                   lambda n: n.shape == reduced_shape or num_elements(n.shape) == 1)
+                   lambda n, shape=reduced_shape: n.shape == shape or num_elements(n.shape) == 1)
             group_kind = "reduction"
         elif get_op(node.op).view:
             group_kind = "view"
@@ -92,7 +113,7 @@ def fuse(graph):
         else:
             group_kind = "kernel"
         ordered = sorted(members, key=position.__getitem__)
-        group = Group(group_kind, ordered)
+        group = Group(group_kind, ordered, extra_outputs=sorted(extras, key=position.__getitem__))
         for member in ordered:
             assigned[member] = group
             for src in graph.node(member).inputs:
@@ -108,5 +129,6 @@ def format_groups(graph, groups):
     lines = []
     for i, group in enumerate(groups):
         ops = " -> ".join(graph.node(n).op for n in group.nodes)
-        lines.append(f"  group {i} [{group.kind}] {ops} => %{group.output} {graph.node(group.output).shape}")
+        results = ", ".join(f"%{o}" for o in group.outputs)
+        lines.append(f"  group {i} [{group.kind}] {ops} => {results} {graph.node(group.output).shape}")
     return "\n".join(lines)

@@ -7,8 +7,12 @@ import os
 from kgraph.compiler.passes.fusion import format_groups, fuse
 from kgraph.compiler.passes.memory import plan_memory
 from kgraph.compiler.passes.shape_inference import infer_shapes
-from kgraph.compiler.passes.simplify import (eliminate_common_subexpressions, eliminate_dead_code,
-                                             fold_constants, simplify_algebra)
+from kgraph.compiler.passes.simplify import (
+    eliminate_common_subexpressions,
+    eliminate_dead_code,
+    fold_constants,
+    simplify_algebra,
+)
 
 SIMPLIFY_PASSES = (fold_constants, simplify_algebra, eliminate_common_subexpressions, eliminate_dead_code)
 

@@ -88,7 +88,10 @@ def simplify_algebra(graph: Graph) -> int:
             continue
         replacement = None
         ins = node.inputs
-        same = (lambda i: graph.node(i).shape == node.shape and graph.node(i).dtype == node.dtype)
+
+        def same(i, node=node):
+            return graph.node(i).shape == node.shape and graph.node(i).dtype == node.dtype
+
         if node.op == "stop_gradient" or (node.op == "cast" and graph.node(ins[0]).dtype == node.dtype):
             replacement = ins[0]
         elif node.op in ("multiply",):

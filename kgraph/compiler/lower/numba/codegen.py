@@ -84,13 +84,16 @@ def _indent(lines, depth):
     return ["    " * depth + line for line in lines]
 
 
-def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=None):
+def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=None, extras=None):
     """Loop nest writing the members' result into `out_name`.
 
     externals: {value id: argument name}; in_place: a value id read from `out_name` itself
-    at the same index (a matmul result its epilogue overwrites).
+    at the same index (a matmul result its epilogue overwrites); extras: {member id:
+    argument name} of further members to store. Every element's stores follow all its
+    loads, so an output may overwrite an input of the same shape.
     """
     rank = len(out_shape)
+    extras = extras or {}
     body = []
     scalar_inputs = {i for i in externals if num_elements(graph.node(i).shape) == 1
                      and graph.node(i).shape != out_shape}
@@ -111,9 +114,12 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
                 return _scalar_literal(node)
             return f"s{i}" if i in scalar_inputs else f"f{i}[j]"
 
+        for i, name in extras.items():
+            body.append(f"g{i} = {name}.reshape(-1)")
         lines, result = _expression_lines(graph, members, load)
+        stores = [f"g{i}[j] = t{i}" for i in extras] + [f"o_flat[j] = {result}"]
         body.append("for j in range(o_flat.shape[0]):")
-        body += _indent(lines + [f"o_flat[j] = {result}"], 1)
+        body += _indent(lines + stores, 1)
         return body
 
     # General broadcasting: loops over the leading axes, 1-D row views for the last one.
@@ -123,6 +129,8 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
         depth += 1
     lead = ", ".join(f"i{a}" for a in range(rank - 1))
     body.append("    " * depth + f"o_row = {out_name}[{lead}]")
+    for i, name in extras.items():
+        body.append("    " * depth + f"q{i} = {name}[{lead}]")
     for i in externals:
         if i in scalar_inputs:
             continue
@@ -147,8 +155,9 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
         return f"r{i}[0]" if last == 1 and out_shape[-1] != 1 else f"r{i}[j]"
 
     lines, result = _expression_lines(graph, members, load)
+    stores = [f"q{i}[j] = t{i}" for i in extras] + [f"o_row[j] = {result}"]
     body.append("    " * depth + "for j in range(o_row.shape[0]):")
-    body += _indent(lines + [f"o_row[j] = {result}"], depth + 1)
+    body += _indent(lines + stores, depth + 1)
     return body
 
 
@@ -173,8 +182,9 @@ class KernelWriter:
     def elementwise(self, group):
         externals, arg_names = self._external_args(group)
         out_shape = self.graph.node(group.output).shape
-        body = _elementwise_body(self.graph, group.nodes, out_shape, arg_names, "out")
-        name = self._emit("loop", list(arg_names.values()) + ["out"], body)
+        extras = {i: f"e{k}" for k, i in enumerate(group.extra_outputs)}
+        body = _elementwise_body(self.graph, group.nodes, out_shape, arg_names, "out", extras=extras)
+        name = self._emit("loop", list(arg_names.values()) + list(extras.values()) + ["out"], body)
         return name, externals
 
     def matmul(self, group):
@@ -487,17 +497,25 @@ def render_module(graph, groups, plan):
             target = tuple(node.attrs["shape"])
             entry.append(f"v{out_id} = {source}.reshape({target if len(target) != 1 else f'({target[0]},)'})")
             continue
-        buffer = plan.buffers[out_id]
-        count = _linear(linear_size(node.shape))
-        offset = _linear(buffer.offset)
-        names[out_id] = f"b{out_id}"
-        entry.append(f"b{out_id} = arena_{buffer.dtype}[{offset}:{offset} + {count}]"
-                     f".reshape({_shape_tuple(node.shape)})")
+        for output in group.outputs:
+            if output in plan.in_place:
+                names[output] = names[plan.in_place[output]]
+                continue
+            buffer = plan.buffers[output]
+            shape = graph.node(output).shape
+            count = _linear(linear_size(shape))
+            offset = _linear(buffer.offset)
+            names[output] = f"b{output}"
+            entry.append(f"b{output} = arena_{buffer.dtype}[{offset}:{offset} + {count}]"
+                         f".reshape({_shape_tuple(shape)})")
         render = getattr(writer, group.kind)
         kernel_name, kernel_inputs = render(group)
-        call_args = [names[i] for i in kernel_inputs] + [names[out_id]]
+        call_args = [names[i] for i in kernel_inputs] + [names[o] for o in group.extra_outputs]
+        call_args.append(names[out_id])
         entry.append(f"{kernel_name}({', '.join(call_args)})")
     for var_id, new_id in graph.state_updates.items():
+        if plan.in_place.get(new_id) == var_id:
+            continue  # the group wrote the new value into the variable itself
         rank = len(graph.node(var_id).shape)
         target = f"{names[var_id]}[{_colons(rank)}]" if rank else f"{names[var_id]}[()]"
         value = names[new_id] if rank else f"{names[new_id]}[()]"
