@@ -44,8 +44,6 @@ class CpuExecutable:
             self._arenas[batch] = arenas
             while len(self._arenas) > self.MAX_ARENAS:
                 self._arenas.popitem(last=False)
-        else:
-            self._arenas.move_to_end(batch)
         return arenas
 
     def batch_of(self, inputs):
@@ -55,7 +53,10 @@ class CpuExecutable:
                     return actual
         return 0
 
-    def __call__(self, *inputs):
+    def _checked(self, inputs):
+        if len(inputs) != len(self.input_specs):
+            raise ValueError(f"graph '{self.graph.name}' takes {len(self.input_specs)} inputs, "
+                             f"got {len(inputs)}")
         arrays = []
         for (shape, dtype, name), value in zip(self.input_specs, inputs):
             array = _contiguous(value, dtype)
@@ -63,6 +64,11 @@ class CpuExecutable:
                     s is not None and s != a for s, a in zip(shape, array.shape)):
                 raise ValueError(f"input '{name}': expected shape {shape}, got {array.shape}")
             arrays.append(array)
-        batch = self.batch_of(arrays)
-        values = [v._value for v in self.variables]
-        return self.entry(*arrays, *values, *self.constants, *self._arenas_for(batch))
+        return arrays
+
+    def __call__(self, *inputs):
+        arrays = self._checked(inputs)
+        # Variables keep their arrays for life (assign writes in place), so the state
+        # arguments are gathered once per call without copying.
+        state = [v._value for v in self.variables]
+        return self.entry(*arrays, *state, *self.constants, *self._arenas_for(self.batch_of(arrays)))
