@@ -65,17 +65,33 @@ class Model(Trainer, Layer):
         print_summary(self, line_length=line_length, print_fn=print_fn, show_trainable=show_trainable)
 
     def build(self, input_shape=None):
+        """Create the weights of a subclassed model by calling it once on symbolic inputs.
+
+        The call runs in a throwaway graph, so building inside a compiled step's trace
+        adds nothing to the step.
+        """
         if input_shape is not None and not self.built:
+            from kgraph.ir import Graph, tracing
             from kgraph.layers.core import Input
             from kgraph.layers.layer import map_structure
 
-            shapes = input_shape
-            if isinstance(shapes, tuple) and (not shapes or not isinstance(shapes[0], (tuple, list))):
-                shapes = tuple(shapes)
-            inputs = map_structure(lambda s: Input(batch_shape=tuple(s)), shapes) if isinstance(
-                shapes, list) else Input(batch_shape=tuple(shapes))
-            self.call(inputs) if not self._call_has_training else self.call(inputs, training=False)
+            with tracing(Graph(f"{self.name}_build")):
+                if isinstance(input_shape, list):
+                    inputs = map_structure(lambda s: Input(batch_shape=tuple(s)), input_shape)
+                else:
+                    inputs = Input(batch_shape=tuple(input_shape))
+                if self._call_has_training:
+                    self.call(inputs, training=False)
+                else:
+                    self.call(inputs)
         self.built = True
+
+    def export(self, filepath, format="onnx", verbose=None, input_signature=None, **kwargs):
+        """Export the model for inference (Keras 3's Model.export); kgraph writes "onnx"."""
+        from kgraph.exporters import export
+
+        return export(self, filepath, format=format, verbose=verbose,
+                      input_signature=input_signature, **kwargs)
 
     def _numpy_outputs(self, outputs):
         return [np.array(o, copy=True) for o in outputs]
