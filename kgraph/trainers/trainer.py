@@ -103,9 +103,9 @@ class Trainer:
 
     # -- tracing the steps ---------------------------------------------------------------------
     def _trace(self, mode, x_specs, y_specs):
+        from kgraph import ops
         from kgraph.compiler.autodiff import gradients
         from kgraph.layers.layer import flatten
-        from kgraph.ops.registry import bind
 
         graph = Graph(f"{self.name}_{mode}")
         with tracing(graph):
@@ -125,8 +125,6 @@ class Trainer:
             loss = self._compiled_loss(ys, outputs, output_names)
             extra = self.losses
             if extra:
-                from kgraph import ops
-
                 for term in extra:
                     loss = ops.add(loss, ops.cast(ops.sum(term), loss.dtype))
             if mode == "train":
@@ -137,7 +135,7 @@ class Trainer:
                 grad_ids = gradients(graph, loss.node_id, sources)
                 grads = [SymbolicTensor(graph, g) for g in grad_ids]
                 self.optimizer.apply(grads, trainable)
-            batch = bind("cast", [bind("reduced_count", [xs[0]], axes=(0,))], dtype="float32")
+            batch = ops.cast(ops.batch_size(xs[0]), "float32")
             self._loss_tracker.update_state(loss, sample_weight=batch)
             self._compiled_metrics.update_state(ys, outputs, output_names)
             graph.outputs = [loss.node_id]
