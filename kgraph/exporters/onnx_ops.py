@@ -431,6 +431,8 @@ ONNX_OPS = {
     "relu6": _relu6,
     "sigmoid": _unary("Sigmoid"),
     "tanh": _unary("Tanh"),
+    "sin": _unary("Sin"),
+    "cos": _unary("Cos"),
     "softplus": _unary("Softplus"),
     "softsign": _unary("Softsign"),
     "silu": _silu,

@@ -190,6 +190,12 @@ _define("rsqrt", 1, lambda h, x: h.div(h.const(1.0), h.sqrt(x)), lambda at, x: 1
         _unary_grad(lambda x, y, g: ops.multiply(g, ops.divide(ops.multiply(y, -0.5), x))),
         domain="positive")
 
+# -- trigonometry --------------------------------------------------------------------------------
+_define("sin", 1, lambda h, x: h.sin(x), lambda at, x: np.sin(x),
+        _unary_grad(lambda x, y, g: ops.multiply(g, ops.cos(x))))
+_define("cos", 1, lambda h, x: h.cos(x), lambda at, x: np.cos(x),
+        _unary_grad(lambda x, y, g: ops.negative(ops.multiply(g, ops.sin(x)))))
+
 # -- comparisons and logic ------------------------------------------------------------------
 for _name, _symbol, _ufunc in [("equal", "==", np.equal), ("not_equal", "!=", np.not_equal),
                                ("greater", ">", np.greater), ("greater_equal", ">=", np.greater_equal),
@@ -386,6 +392,8 @@ relu = _elementwise_fn("relu")
 relu6 = _elementwise_fn("relu6")
 sigmoid = _elementwise_fn("sigmoid")
 tanh = _elementwise_fn("tanh")
+sin = _elementwise_fn("sin")
+cos = _elementwise_fn("cos")
 softplus = _elementwise_fn("softplus")
 softsign = _elementwise_fn("softsign")
 silu = _elementwise_fn("silu")

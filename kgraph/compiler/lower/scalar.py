@@ -27,6 +27,8 @@ class ScalarOps:
     def log1p(self, x): raise NotImplementedError
     def sqrt(self, x): raise NotImplementedError
     def tanh(self, x): raise NotImplementedError
+    def sin(self, x): raise NotImplementedError
+    def cos(self, x): raise NotImplementedError
     def erf(self, x): raise NotImplementedError
     def abs(self, x): raise NotImplementedError
     def floor(self, x): raise NotImplementedError

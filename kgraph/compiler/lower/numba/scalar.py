@@ -44,6 +44,8 @@ class NumbaScalarOps(ScalarOps):
     def log1p(self, x): return f"math.log1p({x})"
     def sqrt(self, x): return f"math.sqrt({x})"
     def tanh(self, x): return f"math.tanh({x})"
+    def sin(self, x): return f"math.sin({x})"
+    def cos(self, x): return f"math.cos({x})"
     def erf(self, x): return f"math.erf({x})"
     def abs(self, x): return f"abs({x})"
     def floor(self, x): return f"np.floor({x})"
