@@ -1,5 +1,6 @@
 """kgraph.layers: Keras 3 layers."""
 
+from kgraph._serialization import register_public
 from kgraph.layers.core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape  # noqa: F401
 from kgraph.layers.layer import InputSpec, Layer  # noqa: F401
 from kgraph.layers.merging import (  # noqa: F401
@@ -18,3 +19,24 @@ from kgraph.layers.merging import (  # noqa: F401
                                 multiply,
                                 subtract,
 )
+
+ALL_OBJECTS = [Layer, InputLayer, Dense, Activation, Identity, Flatten, Reshape, Dropout, Add, Subtract, Multiply,
+               Average, Maximum, Minimum, Concatenate]
+ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
+
+# Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.
+register_public(ALL_OBJECTS, "keras.layers")
+
+
+def serialize(layer):
+    """The layer's config in Keras 3's format (module, class_name, config, registered_name, build_config)."""
+    from kgraph.saving import serialize_keras_object
+
+    return serialize_keras_object(layer)
+
+
+def deserialize(config, custom_objects=None):
+    """The layer (or model) a `serialize()` config describes."""
+    from kgraph.saving import deserialize_keras_object
+
+    return deserialize_keras_object(config, custom_objects=custom_objects, module_objects=ALL_OBJECTS_DICT)

@@ -9,7 +9,7 @@ from kgraph import random as krandom
 from kgraph.ir import SymbolicTensor
 from kgraph.ir.tensor import current_graph
 from kgraph.ir.variable import standardize_dtype
-from kgraph.layers.layer import CallNode, InputSpec, Layer
+from kgraph.layers.layer import CallNode, InputSpec, Layer, keras_compatible_config, shape_from_config
 
 
 class InputLayer(Layer):
@@ -47,8 +47,10 @@ class InputLayer(Layer):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = keras_compatible_config(cls, config)
         config.pop("ragged", None)
+        if config.get("batch_shape") is not None:
+            config["batch_shape"] = shape_from_config(config["batch_shape"])
         return cls(**config)
 
 

@@ -124,6 +124,13 @@ def assert_input_compatibility(spec, inputs, layer_name):
 class Layer:
     """Base class of layers: subclasses define build(input_shape) and call(inputs, ...)."""
 
+    def __new__(cls, *args, **kwargs):
+        instance = super().__new__(cls)
+        # As Keras 3: the constructor's arguments (when they are plain values) are the default
+        # get_config() of subclasses that do not write one, so custom layers save out of the box.
+        object.__setattr__(instance, "_auto_config", _auto_config(cls, args, kwargs))
+        return instance
+
     def __init__(self, *, activity_regularizer=None, trainable=True, dtype=None, autocast=True,
                  name=None, input_shape=None, batch_input_shape=None, batch_size=None,
                  input_dim=None, **kwargs):
@@ -296,6 +303,7 @@ class Layer:
         shapes = _shape_of(inputs)
         if isinstance(shapes, list) and len(shapes) == 1 and not isinstance(inputs, list):
             shapes = shapes[0]
+        self._build_shapes_dict = {"input_shape": shapes}  # get_build_config() (saving)
         self.build(shapes)
         self.built = True
 
@@ -375,17 +383,90 @@ class Layer:
 
     # -- configuration --------------------------------------------------------------------------
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy}
-        if self._batch_input_shape is not None:
-            config["batch_input_shape"] = self._batch_input_shape
+        """Keras 3's layer config: name, trainable, the dtype policy (and the activity regularizer).
+
+        A subclass that does not override get_config() gets its constructor's arguments too
+        (recorded when it was created, if they are plain values), as in Keras 3.
+        """
+        config = {"name": self.name}
+        if _overrides(type(self), "get_config") is None:
+            auto = self.__dict__.get("_auto_config")
+            if auto is None:
+                raise NotImplementedError(
+                    f"Layer {type(self).__name__} does not implement get_config() and its constructor "
+                    "arguments are not plain values (str, int, float, bool, None or lists/dicts of "
+                    "them), so its config cannot be generated. Override get_config() to return the "
+                    "constructor arguments (and from_config() if they need deserializing).")
+            config.update(auto)
+        config.update({"trainable": self.trainable, "dtype": serialize_dtype_policy(self.dtype_policy)})
+        if self.activity_regularizer is not None:
+            from kgraph import regularizers
+
+            config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        """The layer a config describes (kgraph's, or Keras 3's with its extra default-valued keys)."""
+        config = keras_compatible_config(cls, config)
         if "batch_shape" in config and "batch_input_shape" not in config:
             config["batch_input_shape"] = config.pop("batch_shape")
         return cls(**config)
+
+    # -- saving ---------------------------------------------------------------------------------
+    def get_build_config(self):
+        """{"input_shape": ...} the layer was built with (None if it was never built by a call)."""
+        shapes = getattr(self, "_build_shapes_dict", None)
+        if shapes is None and self.built and self.weights and self._inbound_nodes:
+            # Built by an explicit build() call: the shape it was first called with.
+            node = self._inbound_nodes[0]
+            if node.args:
+                shapes = {"input_shape": _shape_of(node.args[0])}
+        if shapes is None:
+            return None
+        if len(shapes) == 1:
+            return {"input_shape": next(iter(shapes.values()))}
+        return {"shapes_dict": shapes}
+
+    def build_from_config(self, config):
+        """Create the layer's weights from get_build_config()'s output (used when loading)."""
+        if not config:
+            return
+        if "input_shape" in config:
+            shape = shape_from_config(config["input_shape"])
+            if shape is not None:
+                self._build_shapes_dict = {"input_shape": shape}
+                self.build(shape)
+        elif "shapes_dict" in config:
+            shapes = {key: shape_from_config(value) for key, value in config["shapes_dict"].items()}
+            self._build_shapes_dict = shapes
+            self.build(**shapes)
+        self.built = True
+
+    def save_own_variables(self, store):
+        """Write this layer's own variables into `store` as "0", "1", ... (the `.keras` layout)."""
+        for index, variable in enumerate(self._trainable_variables + self._non_trainable_variables):
+            store[str(index)] = variable.numpy()
+
+    def load_own_variables(self, store):
+        """Read the variables written by save_own_variables (in the same order)."""
+        variables = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) != len(variables):
+            if not variables and not self.built:
+                raise ValueError(
+                    f"Layer '{self.name}' was never built and thus it doesn't have any variables. "
+                    f"However the weights file lists {len(store.keys())} variables for this layer. "
+                    "Build the layer (call it on an input, or implement build_from_config()) before "
+                    "loading its weights.")
+            raise ValueError(f"Layer '{self.name}' expected {len(variables)} variables, but received "
+                             f"{len(store.keys())} variables during loading. "
+                             f"Expected: {[v.name for v in variables]}")
+        for index, variable in enumerate(variables):
+            value = np.asarray(store[str(index)])
+            if value.shape != variable.shape:
+                raise ValueError(f"Layer '{self.name}': variable '{variable.path}' has shape {variable.shape}, "
+                                 f"but the saved value has shape {value.shape}")
+            variable.assign(value)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
@@ -398,3 +479,134 @@ def _unique(variables):
             seen.add(id(v))
             result.append(v)
     return result
+
+
+# -- config helpers (Keras 3 interchange) ----------------------------------------------------------------
+# Keys Keras 3 writes into configs with these default values, which kgraph's constructors may not
+# take: dropped when the class does not accept them (a non-default value is kept, and fails loudly).
+_KERAS_DEFAULTS = {"quantization_config": None, "lora_rank": None, "lora_alpha": None, "ragged": False,
+                   "optional": False, "input_axes": None, "output_axes": None}
+
+
+def serialize_dtype_policy(dtype):
+    """A dtype name as Keras 3's DTypePolicy config."""
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype}, "registered_name": None}
+
+
+def dtype_from_config(dtype):
+    """The dtype name in a layer config's "dtype" (a name, or a DTypePolicy config)."""
+    if isinstance(dtype, dict):
+        inner = dtype.get("config")
+        if isinstance(inner, dict) and "name" in inner:
+            return inner["name"]
+        if isinstance(inner, str):
+            return inner
+    return dtype
+
+
+def shape_from_config(shape):
+    """A shape read from JSON: lists of dims become tuples, lists of shapes stay lists."""
+    if shape is None:
+        return None
+    if isinstance(shape, (list, tuple)) and all(d is None or isinstance(d, (int, np.integer)) for d in shape):
+        return tuple(None if d is None else int(d) for d in shape)
+    if isinstance(shape, (list, tuple)):
+        return [shape_from_config(s) for s in shape]
+    if isinstance(shape, dict):
+        return {key: shape_from_config(value) for key, value in shape.items()}
+    return shape
+
+
+def _accepted_arguments(cls):
+    names, open_kwargs = set(), True
+    for klass in inspect.getmro(cls):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names.update(p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+        open_kwargs = any(p.kind == p.VAR_KEYWORD for p in params)
+        if not open_kwargs:
+            break
+    return names
+
+
+def _strip_keras_defaults(cls, config):
+    accepted = _accepted_arguments(cls)
+    return {key: value for key, value in config.items()
+            if key in accepted or key not in _KERAS_DEFAULTS or value != _KERAS_DEFAULTS[key]}
+
+
+def _compatible_nested(value):
+    """Nested object configs (initializers, ...) with Keras-only default keys removed."""
+    if isinstance(value, dict) and "class_name" in value and isinstance(value.get("config"), dict):
+        from kgraph._serialization import _kgraph_module
+
+        module = _kgraph_module(value.get("module"))
+        cls = getattr(module, value["class_name"], None) if module is not None else None
+        if inspect.isclass(cls):
+            return {**value, "config": _strip_keras_defaults(cls, value["config"])}
+    return value
+
+
+def keras_compatible_config(cls, config):
+    """`config` ready for `cls(**config)`: the dtype policy as a name, Keras-only defaults removed."""
+    config = dict(config)
+    if "dtype" in config:
+        config["dtype"] = dtype_from_config(config["dtype"])
+    config = _strip_keras_defaults(cls, config)
+    return {key: _compatible_nested(value) for key, value in config.items()}
+
+
+# Layer.__init__ arguments that Keras 3's Layer does not take: left out of automatic configs when unset.
+_BASE_ONLY_ARGUMENTS = ("input_shape", "batch_input_shape", "batch_size", "input_dim")
+_AUTO_CONFIG_TYPES = (str, int, float, bool, type(None))
+_signatures = {}
+
+
+def _overrides(cls, method):
+    """The first class below Layer in cls's MRO that defines `method` (None: Layer's own)."""
+    for klass in inspect.getmro(cls):
+        if klass is Layer:
+            return None
+        if method in klass.__dict__:
+            return klass
+    return None
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return isinstance(value, _AUTO_CONFIG_TYPES)
+
+
+def _auto_config(cls, args, kwargs):
+    """The constructor arguments of `cls(*args, **kwargs)` as a config dict, or None."""
+    signature = _signatures.get(cls)
+    if signature is None:
+        try:
+            signature = _signatures[cls] = inspect.signature(cls.__init__)
+        except (TypeError, ValueError):
+            return None
+    try:
+        bound = signature.bind(None, *args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    params = list(signature.parameters.values())
+    arguments.pop(params[0].name, None)
+    for param in params:
+        if param.kind == param.VAR_KEYWORD:
+            arguments.update(arguments.pop(param.name, {}))
+        elif param.kind == param.VAR_POSITIONAL and arguments.pop(param.name, ()):
+            return None
+    arguments.pop("name", None)
+    for key in _BASE_ONLY_ARGUMENTS:
+        if key in arguments and arguments[key] is None:
+            del arguments[key]
+    if not _plain(arguments):
+        return None
+    return arguments

@@ -41,6 +41,57 @@ def _ordered_nodes(outputs, inputs):
     return ordered
 
 
+def _keras_layer_order(inputs, outputs):
+    """The model's layers in Keras 3's order (keras.src.ops.function.map_graph): by decreasing
+    depth from the outputs, ties broken by the order a depth-first walk from the outputs first
+    meets them. The `.keras` weights layout ("layers/dense_1/...") and the order of the
+    optimizer's slots follow this order, so it must match Keras's."""
+    input_ids = {id(t) for t in inputs}
+    finished, in_progress = set(), set()
+    nodes, first_seen = [], {}
+
+    def walk(tensor):
+        layer, node_index, _ = tensor._keras_history
+        node = layer._inbound_nodes[node_index]
+        if id(node) in finished:
+            return
+        is_input = not node.input_tensors
+        if not is_input and id(tensor) in input_ids:
+            finished.add(id(node))
+            return
+        if id(node) in in_progress:
+            raise ValueError(f"Tensor {tensor} from layer '{layer.name}' is part of a cycle")
+        first_seen.setdefault(id(layer), (len(first_seen), layer))
+        in_progress.add(id(node))
+        if not is_input:
+            for upstream in node.input_tensors:
+                walk(upstream)
+        in_progress.discard(id(node))
+        finished.add(id(node))
+        nodes.append(node)
+
+    for tensor in outputs:
+        walk(tensor)
+    in_graph = {id(node) for node in nodes}
+    node_depth, layer_depth = {}, {}
+    for node in reversed(nodes):
+        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = depth
+        node_depth[id(node)] = depth
+        for upstream in node.input_tensors:
+            layer, node_index, _ = upstream._keras_history
+            parent = layer._inbound_nodes[node_index]
+            if id(parent) in in_graph:
+                node_depth[id(parent)] = max(depth + 1, node_depth.get(id(parent), 0))
+    for tensor in inputs:  # inputs that no output depends on
+        layer = tensor._keras_history[0]
+        if id(layer) not in layer_depth:
+            layer_depth[id(layer)] = 0
+            first_seen[id(layer)] = (-1, layer)
+    ordered = sorted(first_seen.values(), key=lambda item: (-layer_depth[id(item[1])], item[0]))
+    return [layer for _, layer in ordered]
+
+
 class Functional(Model):
     """`Model(inputs, outputs)`: replays the recorded layer calls on new inputs."""
 
@@ -55,14 +106,7 @@ class Functional(Model):
                 raise ValueError(f"Functional model '{self.name}': inputs and outputs must be symbolic "
                                  f"tensors (from kgraph.Input and layers), got {type(tensor).__name__}")
         self._nodes = _ordered_nodes(self.outputs, self.inputs)
-        layers = []
-        for tensor in self.inputs:
-            layer = tensor._keras_history[0]
-            if layer not in layers:
-                layers.append(layer)
-        for node in self._nodes:
-            if node.layer not in layers:
-                layers.append(node.layer)
+        layers = _keras_layer_order(self.inputs, self.outputs)
         self._functional_layers = layers
         for layer in layers:
             if not any(layer is existing for existing in self._layers):
@@ -134,4 +178,19 @@ class Functional(Model):
     def get_config(self):
         from kgraph.models.serialization import functional_config
 
+        if not _functional_like_constructor(type(self)):
+            return Model.get_config(self)  # a subclass with its own constructor: its arguments
         return functional_config(self)
+
+    def get_build_config(self):
+        return {"input_shape": None}  # built at construction; Keras 3 writes this
+
+
+def _functional_like_constructor(cls):
+    """Whether `cls(inputs=..., outputs=..., name=...)` rebuilds it (Keras 3's rule)."""
+    import inspect
+
+    spec = inspect.getfullargspec(cls.__init__)
+    if spec.args[1:] == inspect.getfullargspec(Functional.__init__).args[1:]:
+        return True
+    return spec.varargs is not None and spec.varkw is not None

@@ -18,8 +18,8 @@ class Model(Trainer, Layer):
         if cls is Model and (len(args) >= 2 or ("inputs" in kwargs and "outputs" in kwargs)):
             from kgraph.models.functional import Functional
 
-            return object.__new__(Functional)
-        return object.__new__(cls)
+            return Layer.__new__(Functional)
+        return Layer.__new__(cls, *args, **kwargs)
 
     def __init__(self, *args, **kwargs):
         trainable = kwargs.pop("trainable", True)
@@ -84,6 +84,7 @@ class Model(Trainer, Layer):
                     self.call(inputs, training=False)
                 else:
                     self.call(inputs)
+            self._build_shapes_dict = {"input_shape": input_shape}  # get_build_config() (saving)
         self.built = True
 
     def export(self, filepath, format="onnx", verbose=None, input_signature=None, **kwargs):
@@ -95,3 +96,74 @@ class Model(Trainer, Layer):
 
     def _numpy_outputs(self, outputs):
         return [np.array(o, copy=True) for o in outputs]
+
+    # -- saving ---------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """A Functional config rebuilds the graph; any other config is passed to the constructor."""
+        from kgraph.layers.layer import keras_compatible_config
+        from kgraph.models.functional import Functional, _functional_like_constructor
+        from kgraph.models.serialization import functional_from_config
+
+        is_functional_config = all(key in config for key in ("name", "layers", "input_layers", "output_layers"))
+        if is_functional_config and (cls in (Functional, Model) or _functional_like_constructor(cls)):
+            return functional_from_config(cls, config, custom_objects=custom_objects)
+        try:
+            return cls(**keras_compatible_config(cls, config))
+        except TypeError as error:
+            raise TypeError(
+                "Unable to revive model from config. When overriding the `get_config()` method, make sure "
+                f"that the returned config contains all items used as arguments in the constructor to {cls}, "
+                "which is the default behavior. You can override this default behavior by defining a "
+                f"`from_config(cls, config)` class method to specify how to create an instance of "
+                f"{cls.__name__} from its config.\n\nReceived config={config}\n\n"
+                f"Error encountered during deserialization: {error}") from error
+
+    def get_compile_config(self):
+        """compile()'s arguments, serialized as Keras 3 writes them ({} if not compiled)."""
+        from kgraph.saving.serialization_lib import serialize_compile_config
+
+        return serialize_compile_config(self)
+
+    def compile_from_config(self, config):
+        """Compile as get_compile_config() describes, and create the optimizer's variables."""
+        import warnings
+
+        from kgraph.saving.serialization_lib import deserialize_compile_config
+        from kgraph.trainers.trainer import Trainer
+
+        if type(self).compile is not Trainer.compile:
+            warnings.warn("`compile()` was not called as part of model loading because the model's "
+                          "`compile()` method is custom. All subclassed Models that have `compile()` overridden "
+                          "should also override `get_compile_config()` and `compile_from_config(config)`. "
+                          "Alternatively, you can call `compile()` manually after loading.", stacklevel=2)
+            return
+        self.compile(**deserialize_compile_config(config))
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_weights)
+
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Save the model (architecture, weights, compile config, optimizer state) as a `.keras` file."""
+        from kgraph.saving.saving_api import save_model
+
+        return save_model(self, filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """Save the weights (and optimizer state) to a `.weights.h5` file in Keras 3's layout."""
+        from kgraph.saving.saving_api import save_weights
+
+        return save_weights(self, filepath, overwrite=overwrite, **kwargs)
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """Load weights from a `.weights.h5` or `.keras` file (by Keras 3's object layout)."""
+        from kgraph.saving.saving_api import load_weights
+
+        return load_weights(self, filepath, skip_mismatch=skip_mismatch, **kwargs)
+
+    def to_json(self, **kwargs):
+        """The model's config as a JSON string (kgraph.models.model_from_json reads it)."""
+        import json
+
+        from kgraph.saving.serialization_lib import serialize_keras_object
+
+        return json.dumps(serialize_keras_object(self), **kwargs)

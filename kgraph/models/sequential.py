@@ -79,6 +79,7 @@ class Sequential(Model):
         for layer in self._stack:
             x = layer(x)
         self._functional = Functional(inputs, x, name=f"{self.name}_functional")
+        self._build_shapes_dict = {"input_shape": input_shape}
         self.built = True
 
     def call(self, inputs, training=None, mask=None):
@@ -134,3 +135,11 @@ class Sequential(Model):
         from kgraph.models.serialization import sequential_config
 
         return sequential_config(self)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from kgraph.models.serialization import sequential_from_config
+        from kgraph.saving.object_registration import CustomObjectScope
+
+        with CustomObjectScope(custom_objects or {}):
+            return sequential_from_config(cls, config)
