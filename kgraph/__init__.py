@@ -5,25 +5,22 @@
 
 __version__ = "0.1.0"
 
-from kgraph import (  # noqa: E402  # noqa: E402
-           activations,
-           callbacks,  # noqa: E402
-           initializers,
-           layers,  # noqa: E402
-           losses,
-           metrics,
-           models,  # noqa: E402
-           ops,  # noqa: E402
-           optimizers,
-           random,  # noqa: E402
-           regularizers,
-           utils,  # noqa: E402
-)
-from kgraph import config as _config  # noqa: F401  (threading layer, before numba starts)
-from kgraph.ir import Variable  # noqa: E402
-from kgraph.layers import Input, InputSpec, Layer  # noqa: E402
-from kgraph.models import Model, Sequential  # noqa: E402
+# config first: it chooses numba's threading layer before numba starts.
+from kgraph import config
+from kgraph import ops
+from kgraph import activations, initializers, regularizers
+from kgraph import random
+from kgraph import layers
+from kgraph import losses, metrics, optimizers
+from kgraph import callbacks
+from kgraph import models
+from kgraph import saving
+from kgraph import exporters as export
+from kgraph import utils
+from kgraph.ir import Variable
+from kgraph.layers import Input, InputSpec, Layer
+from kgraph.models import Model, Sequential
 
-__all__ = ["ops", "activations", "initializers", "regularizers", "random", "layers", "losses", "metrics",
-           "optimizers", "callbacks", "models", "utils", "Variable", "Input", "InputSpec", "Layer", "Model",
-           "Sequential"]
+__all__ = ["config", "ops", "activations", "initializers", "regularizers", "random", "layers", "losses",
+           "metrics", "optimizers", "callbacks", "models", "saving", "export", "utils", "Variable", "Input",
+           "InputSpec", "Layer", "Model", "Sequential"]

@@ -27,10 +27,6 @@ from kgraph import layers, ops, saving
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 KERAS3 = os.path.join(DATA, "keras3")
-ADAM_SLOT_ORDER = pytest.mark.xfail(
-    strict=True, reason="kgraph's Adam creates all momentums then all velocities; Keras 3 interleaves them "
-    "per variable (add_optimizer_variables(var_list, ['momentum', 'velocity'])), so Adam slots do not line up")
-
 
 def _arrays(pattern):
     return [np.load(p) for p in sorted(glob.glob(pattern))]
@@ -128,7 +124,7 @@ def test_keras3_file_compiles_as_saved():
 
 
 @pytest.mark.parametrize("name", ["trained_sgd", "trained_rmsprop",
-                                  pytest.param("trained_adam", marks=ADAM_SLOT_ORDER)])
+                                  "trained_adam"])
 def test_keras3_training_resumes_identically(name):
     """The optimizer state Keras saved is kgraph's: training continues exactly as in Keras."""
     model = saving.load_model(os.path.join(KERAS3, f"{name}.keras"))
@@ -485,7 +481,7 @@ _KERAS_SCALE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", pytest.param("adam", marks=ADAM_SLOT_ORDER)])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_keras3_loads_kgraph_files(tmp_path, trained, optimizer):
     python, env = _keras_python()
     _, path, xs, _, predictions = trained

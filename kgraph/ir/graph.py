@@ -148,6 +148,30 @@ class Graph:
         clone._variable_nodes = dict(self._variable_nodes)
         return clone
 
+    def renumbered(self):
+        """A copy whose node ids are 0, 1, ... in topological order.
+
+        Ids come from a process-wide counter, so the same model traced in another process
+        gets other ids; renumbering makes the generated source, and so the kernel cache key,
+        the same in every process.
+        """
+        order = [node.id for node in self.nodes()]
+        new_id = {old: new for new, old in enumerate(order)}
+        clone = Graph(self.name)
+        for old in order:
+            node = self.node(old)
+            clone.nx.add_node(new_id[old], node=Node(new_id[old], node.op, tuple(new_id[i] for i in node.inputs),
+                                                     dict(node.attrs), node.shape, node.dtype, node.name,
+                                                     node.payload))
+        for src, dst, data in self.nx.edges(data=True):
+            clone.nx.add_edge(new_id[src], new_id[dst], positions=list(data["positions"]))
+        clone.inputs = [new_id[i] for i in self.inputs]
+        clone.outputs = [new_id[i] for i in self.outputs]
+        clone.output_names = list(self.output_names)
+        clone.state_updates = {new_id[v]: new_id[u] for v, u in self.state_updates.items()}
+        clone._variable_nodes = {key: new_id[i] for key, i in self._variable_nodes.items() if i in new_id}
+        return clone
+
     # -- printing -----------------------------------------------------------------------
     def format(self):
         """A readable listing: one line per node, inputs by id, then outputs and state."""

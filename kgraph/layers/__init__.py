@@ -1,27 +1,50 @@
 """kgraph.layers: Keras 3 layers."""
 
 from kgraph._serialization import register_public
+from kgraph.layers.activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from kgraph.layers.attention import AdditiveAttention, Attention, Dot, MultiHeadAttention
 from kgraph.layers.core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape  # noqa: F401
+from kgraph.layers.embedding import Embedding
 from kgraph.layers.layer import InputSpec, Layer  # noqa: F401
 from kgraph.layers.merging import (  # noqa: F401
-                                Add,
-                                Average,
-                                Concatenate,
-                                Maximum,
-                                Minimum,
-                                Multiply,
-                                Subtract,
-                                add,
-                                average,
-                                concatenate,
-                                maximum,
-                                minimum,
-                                multiply,
-                                subtract,
+    Add,
+    Average,
+    Concatenate,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+    add,
+    average,
+    concatenate,
+    maximum,
+    minimum,
+    multiply,
+    subtract,
+)
+from kgraph.layers.normalization import (
+    BatchNormalization,
+    GroupNormalization,
+    LayerNormalization,
+    RMSNormalization,
+    UnitNormalization,
+)
+from kgraph.layers.regularization import (
+    ActivityRegularization,
+    AlphaDropout,
+    GaussianDropout,
+    GaussianNoise,
+    SpatialDropout1D,
+    SpatialDropout2D,
+    SpatialDropout3D,
 )
 
 ALL_OBJECTS = [Layer, InputLayer, Dense, Activation, Identity, Flatten, Reshape, Dropout, Add, Subtract, Multiply,
                Average, Maximum, Minimum, Concatenate]
+ALL_OBJECTS += [ReLU, LeakyReLU, PReLU, ELU, Softmax, Embedding, BatchNormalization, LayerNormalization,
+                GroupNormalization, UnitNormalization, RMSNormalization, SpatialDropout1D, SpatialDropout2D,
+                SpatialDropout3D, GaussianNoise, GaussianDropout, AlphaDropout, ActivityRegularization,
+                Attention, AdditiveAttention, MultiHeadAttention, Dot]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
 
 # Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.

@@ -336,8 +336,8 @@ class Layer:
             from kgraph import ops
 
             for out in flatten(outputs):
-                self.add_loss(ops.divide(self.activity_regularizer(out),
-                                         ops.cast(out.shape[0] or 1, "float32")))
+                batch = ops.batch_size(out)  # known only at run time in a compiled step
+                self.add_loss(ops.divide(self.activity_regularizer(out), ops.cast(batch, "float32")))
         if symbolic and not is_tracing():
             outputs = self._record_call(args, kwargs, outputs)
         return outputs

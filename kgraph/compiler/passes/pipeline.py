@@ -47,7 +47,7 @@ def compile_graph(graph, log=None):
     from kgraph.runtime.cpu import CpuExecutable
 
     log = log or _dump_log()
-    graph = optimize(graph.copy(), log)
+    graph = optimize(graph.copy(), log).renumbered()
     groups = fuse(graph)
     if log:
         log("fusion groups", format_groups(graph, groups))
