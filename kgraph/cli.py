@@ -1,9 +1,164 @@
-"""The `kgraph` command."""
+"""The `kgraph` command: export, summary, run, inspect and bench models.
+
+Every verb exits non-zero with a one-line reason on bad input (missing file, wrong
+format, an op without an ONNX mapping).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _require_file(path, suffixes, what):
+    if not os.path.exists(path):
+        raise CommandError(f"{path}: no such file")
+    if not path.endswith(suffixes):
+        raise CommandError(f"{path}: expected {what} ({' or '.join(suffixes)})")
+
+
+def _load_keras(path):
+    from kgraph.saving import load_model
+
+    _require_file(path, (".keras",), "a .keras model")
+    try:
+        return load_model(path, compile=False)
+    except Exception as error:  # the loader's errors already name the file and the object
+        raise CommandError(f"{path}: cannot load: {error}") from error
+
+
+def _onnx_session(path):
+    import onnxruntime
+
+    _require_file(path, (".onnx",), "an ONNX model")
+    try:
+        return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise CommandError(f"{path}: onnxruntime cannot load it: {error}") from error
+
+
+def cmd_export(args):
+    from kgraph.exporters import export
+    from kgraph.exporters.onnx_ops import OnnxExportError
+
+    if args.format != "onnx":
+        raise CommandError(f"export format '{args.format}' is not supported yet; use --format onnx")
+    model = _load_keras(args.model)
+    if not args.output.endswith(".onnx"):
+        raise CommandError(f"{args.output}: the ONNX output file must end in .onnx")
+    start = time.perf_counter()
+    try:
+        export(model, args.output, format="onnx", opset=args.opset, verbose=False)
+    except (OnnxExportError, ValueError) as error:
+        raise CommandError(str(error)) from error
+    print(f"exported {args.model} to {args.output} (opset {args.opset}) in {time.perf_counter() - start:.2f} s")
+
+
+def cmd_summary(args):
+    if args.model.endswith(".onnx"):
+        session = _onnx_session(args.model)
+        print(f"ONNX model: {args.model}")
+        for kind, values in (("input", session.get_inputs()), ("output", session.get_outputs())):
+            for value in values:
+                print(f"  {kind} {value.name}: {value.type} {value.shape}")
+        return
+    _load_keras(args.model).summary()
+
+
+def _read_input(path):
+    import numpy as np
+
+    _require_file(path, (".npy",), "a .npy array")
+    return np.load(path, allow_pickle=False)
+
+
+def cmd_run(args):
+    import numpy as np
+
+    x = _read_input(args.input)
+    if args.model.endswith(".onnx"):
+        session = _onnx_session(args.model)
+        feed = session.get_inputs()[0]
+        dtype = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)": "int64"}.get(feed.type)
+        output = session.run(None, {feed.name: x.astype(dtype) if dtype else x})[0]
+    else:
+        model = _load_keras(args.model)
+        try:
+            output = model.predict(x, verbose=0)
+        except ValueError as error:
+            raise CommandError(f"{args.model}: {error}") from error
+        if isinstance(output, (list, dict)):
+            output = list(output.values())[0] if isinstance(output, dict) else output[0]
+    if args.output:
+        np.save(args.output, output)
+        print(f"wrote {args.output} {tuple(output.shape)}")
+    else:
+        np.set_printoptions(precision=5, suppress=True)
+        print(output)
+
+
+def cmd_inspect(args):
+    from kgraph.compiler.passes.fusion import format_groups
+    from kgraph.compiler.passes.pipeline import compile_graph
+    from kgraph.exporters.onnx import trace_inference_graph
+
+    model = _load_keras(args.model)
+    graph = trace_inference_graph(model)
+    print("== optimized graph")
+    print(graph.format())
+    executable = compile_graph(graph)
+    print("== fusion groups")
+    print(format_groups(executable.graph, executable.groups))
+    print("== generated numba source")
+    print(executable.source)
+
+
+def cmd_bench(args):
+    import numpy as np
+
+    from kgraph.exporters import export
+
+    model = _load_keras(args.model)
+    shape = tuple(model.inputs[0].shape[1:])
+    dtype = model.inputs[0].dtype
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch_size * args.batches,) + shape).astype(dtype)
+    results = {}
+    model.predict(x[:args.batch_size], batch_size=args.batch_size, verbose=0)
+    start = time.perf_counter()
+    model.predict(x, batch_size=args.batch_size, verbose=0)
+    results["kgraph_samples_per_s"] = len(x) / (time.perf_counter() - start)
+    one = x[:1]
+    model(one)
+    start = time.perf_counter()
+    for _ in range(args.latency_calls):
+        model(one)
+    results["kgraph_batch1_latency_us"] = (time.perf_counter() - start) / args.latency_calls * 1e6
+    onnx_path = os.path.splitext(args.model)[0] + ".bench.onnx"
+    export(model, onnx_path, format="onnx", verbose=False)
+    session = _onnx_session(onnx_path)
+    name = session.get_inputs()[0].name
+    batches = [x[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)]
+    session.run(None, {name: batches[0]})
+    start = time.perf_counter()
+    for batch in batches:
+        session.run(None, {name: batch})
+    results["onnxruntime_samples_per_s"] = len(x) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(args.latency_calls):
+        session.run(None, {name: one})
+    results["onnxruntime_batch1_latency_us"] = (time.perf_counter() - start) / args.latency_calls * 1e6
+    os.unlink(onnx_path)
+    results = {key: round(value, 1) for key, value in results.items()}
+    results["batch_size"] = args.batch_size
+    print(json.dumps(results))
 
 
 def build_parser():
@@ -11,7 +166,35 @@ def build_parser():
 
     parser = argparse.ArgumentParser(prog="kgraph", description="Compile, export and run Keras models with kgraph.")
     parser.add_argument("--version", action="version", version=f"kgraph {kgraph.__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    export = verbs.add_parser("export", help="export a .keras model to ONNX")
+    export.add_argument("model", help="the .keras file")
+    export.add_argument("output", help="the .onnx file to write")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (13 and up; default 17)")
+    export.add_argument("--format", default="onnx", help="export format (onnx)")
+    export.set_defaults(run=cmd_export)
+
+    summary = verbs.add_parser("summary", help="print a model's layers or an ONNX model's inputs and outputs")
+    summary.add_argument("model", help="a .keras or .onnx file")
+    summary.set_defaults(run=cmd_summary)
+
+    run = verbs.add_parser("run", help="run a model on an input array (.npy)")
+    run.add_argument("model", help="a .keras file (run by kgraph) or .onnx file (run by onnxruntime)")
+    run.add_argument("--input", required=True, help="the input array, a .npy file")
+    run.add_argument("--output", help="write the output array to this .npy file (default: print it)")
+    run.set_defaults(run=cmd_run)
+
+    inspect = verbs.add_parser("inspect", help="show the optimized IR, fusion groups and generated kernels")
+    inspect.add_argument("model", help="the .keras file")
+    inspect.set_defaults(run=cmd_inspect)
+
+    bench = verbs.add_parser("bench", help="predict throughput and latency, kgraph vs onnxruntime")
+    bench.add_argument("model", help="the .keras file")
+    bench.add_argument("--batch-size", type=int, default=128)
+    bench.add_argument("--batches", type=int, default=20)
+    bench.add_argument("--latency-calls", type=int, default=200)
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 
@@ -21,6 +204,11 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
+    try:
+        args.run(args)
+    except CommandError as error:
+        print(f"kgraph {args.command}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
