@@ -13,6 +13,8 @@ from kgraph.ops.shape import *  # noqa: F401,F403
 from kgraph.ops.shape import getitem, slice  # noqa: F401
 from kgraph.ops.matmul import dot, matmul  # noqa: F401
 from kgraph.ops import random  # noqa: F401  (registers random_uniform)
+from kgraph.ops.conv import conv, conv_transpose, depthwise_conv, separable_conv  # noqa: F401
+from kgraph.ops.pool import average_pool, max_pool  # noqa: F401
 from kgraph.ops import operators as _operators
 
 import numpy as _np
@@ -31,6 +33,16 @@ def convert_to_numpy(x):
 
 def shape(x):
     return tuple(x.shape)
+
+
+def batch_size(x):
+    """The size of the first axis as an int32 scalar; a graph value when it is only known at
+    run time (the batch dimension of a compiled step). Not part of keras.ops."""
+    from kgraph.ir import SymbolicTensor, is_tracing
+
+    if isinstance(x, SymbolicTensor) or is_tracing():
+        return bind("reduced_count", [x], axes=(0,))
+    return _np.int32(_np.shape(x)[0])
 
 
 def size(x):

@@ -3,6 +3,8 @@
 - elementwise: a tree of elementwise ops with one result, rendered as one loop;
 - matmul: a matmul and the elementwise epilogue that consumes it (bias, activation,
   residual add), applied in place on the product while it is hot in cache;
+- kernel with an epilogue: the same for other ops that declare extra["epilogue"]
+  (convolutions), whose templates apply it block by block;
 - reduction: a reduction and the elementwise prologue that produces its input;
 - view: a reshape, which costs nothing (it aliases its input);
 - kernel: any other op, with its own template.
@@ -42,6 +44,17 @@ class Group:
 
 def _is_elementwise(node):
     return node.op not in SOURCES and get_op(node.op).kind == ELEMENTWISE
+
+
+def _takes_epilogue(node):
+    """Whether an elementwise consumer may be computed in place on this node's result, in
+    its kernel: a 2-D matmul, or an op whose OpDef sets extra["epilogue"] (its template
+    then applies the epilogue, e.g. a convolution's bias and activation per block)."""
+    if node.op in SOURCES:
+        return False
+    if node.op == "matmul":
+        return len(node.shape) == 2
+    return bool(get_op(node.op).extra.get("epilogue"))
 
 
 def fuse(graph):
@@ -94,13 +107,13 @@ def fuse(graph):
         if kind == ELEMENTWISE:
             absorb(members, node_id, node.shape, lambda _: True, extras)
             group_kind = "elementwise"
-            matmuls = [i for n in members for i in graph.node(n).inputs
-                       if graph.node(i).op == "matmul" and i not in assigned
-                       and graph.node(i).shape == node.shape and graph.node(i).dtype == node.dtype
-                       and len(graph.node(i).shape) == 2 and single_reader(i)]
-            if matmuls and not extras:
-                members.add(matmuls[0])
-                group_kind = "matmul"
+            heavy = [i for n in members for i in graph.node(n).inputs
+                     if _takes_epilogue(graph.node(i)) and i not in assigned
+                     and graph.node(i).shape == node.shape and graph.node(i).dtype == node.dtype
+                     and single_reader(i)]
+            if heavy and not extras:
+                members.add(heavy[0])
+                group_kind = "matmul" if graph.node(heavy[0]).op == "matmul" else "kernel"
         elif kind == "reduction" and node.op not in ("argmax", "argmin"):
             reduced_shape = graph.node(node.inputs[0]).shape
             absorb(members, node_id, reduced_shape,
