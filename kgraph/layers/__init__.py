@@ -3,6 +3,25 @@
 from kgraph._serialization import register_public
 from kgraph.layers.activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from kgraph.layers.attention import AdditiveAttention, Attention, Dot, MultiHeadAttention
+from kgraph.layers.convolutional import (  # noqa: F401
+    Conv1D,
+    Conv1DTranspose,
+    Conv2D,
+    Conv2DTranspose,
+    Conv3D,
+    Conv3DTranspose,
+    Convolution1D,
+    Convolution2D,
+    Convolution2DTranspose,
+    Convolution3D,
+    Convolution3DTranspose,
+    DepthwiseConv1D,
+    DepthwiseConv2D,
+    SeparableConv1D,
+    SeparableConv2D,
+    SeparableConvolution1D,
+    SeparableConvolution2D,
+)
 from kgraph.layers.core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape  # noqa: F401
 from kgraph.layers.embedding import Embedding
 from kgraph.layers.layer import InputSpec, Layer  # noqa: F401
@@ -29,6 +48,32 @@ from kgraph.layers.normalization import (
     RMSNormalization,
     UnitNormalization,
 )
+from kgraph.layers.pooling import (  # noqa: F401
+    AveragePooling1D,
+    AveragePooling2D,
+    AveragePooling3D,
+    AvgPool1D,
+    AvgPool2D,
+    AvgPool3D,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalAveragePooling3D,
+    GlobalAvgPool1D,
+    GlobalAvgPool2D,
+    GlobalAvgPool3D,
+    GlobalMaxPool1D,
+    GlobalMaxPool2D,
+    GlobalMaxPool3D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    GlobalMaxPooling3D,
+    MaxPool1D,
+    MaxPool2D,
+    MaxPool3D,
+    MaxPooling1D,
+    MaxPooling2D,
+    MaxPooling3D,
+)
 from kgraph.layers.regularization import (
     ActivityRegularization,
     AlphaDropout,
@@ -38,6 +83,19 @@ from kgraph.layers.regularization import (
     SpatialDropout2D,
     SpatialDropout3D,
 )
+from kgraph.layers.reshaping import (  # noqa: F401
+    Cropping1D,
+    Cropping2D,
+    Cropping3D,
+    Permute,
+    RepeatVector,
+    UpSampling1D,
+    UpSampling2D,
+    UpSampling3D,
+    ZeroPadding1D,
+    ZeroPadding2D,
+    ZeroPadding3D,
+)
 
 ALL_OBJECTS = [Layer, InputLayer, Dense, Activation, Identity, Flatten, Reshape, Dropout, Add, Subtract, Multiply,
                Average, Maximum, Minimum, Concatenate]
@@ -45,6 +103,12 @@ ALL_OBJECTS += [ReLU, LeakyReLU, PReLU, ELU, Softmax, Embedding, BatchNormalizat
                 GroupNormalization, UnitNormalization, RMSNormalization, SpatialDropout1D, SpatialDropout2D,
                 SpatialDropout3D, GaussianNoise, GaussianDropout, AlphaDropout, ActivityRegularization,
                 Attention, AdditiveAttention, MultiHeadAttention, Dot]
+ALL_OBJECTS += [Conv1D, Conv2D, Conv3D, Conv1DTranspose, Conv2DTranspose, Conv3DTranspose, DepthwiseConv1D,
+                DepthwiseConv2D, SeparableConv1D, SeparableConv2D, MaxPooling1D, MaxPooling2D, MaxPooling3D,
+                AveragePooling1D, AveragePooling2D, AveragePooling3D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+                GlobalMaxPooling3D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalAveragePooling3D,
+                UpSampling1D, UpSampling2D, UpSampling3D, ZeroPadding1D, ZeroPadding2D, ZeroPadding3D, Cropping1D,
+                Cropping2D, Cropping3D, Permute, RepeatVector]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
 
 # Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.
