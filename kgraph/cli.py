@@ -48,20 +48,40 @@ def cmd_export(args):
     from kgraph.exporters import export
     from kgraph.exporters.onnx_ops import OnnxExportError
 
-    if args.format != "onnx":
-        raise CommandError(f"export format '{args.format}' is not supported yet; use --format onnx")
+    if args.format not in ("onnx", "archive"):
+        raise CommandError(f"export format '{args.format}' is not supported; use --format onnx or archive")
     model = _load_keras(args.model)
-    if not args.output.endswith(".onnx"):
+    if args.format == "onnx" and not args.output.endswith(".onnx"):
         raise CommandError(f"{args.output}: the ONNX output file must end in .onnx")
     start = time.perf_counter()
     try:
-        export(model, args.output, format="onnx", opset=args.opset, verbose=False)
+        export(model, args.output, format=args.format, verbose=False,
+               **({"opset": args.opset} if args.format == "onnx" else {}))
     except (OnnxExportError, ValueError) as error:
         raise CommandError(str(error)) from error
-    print(f"exported {args.model} to {args.output} (opset {args.opset}) in {time.perf_counter() - start:.2f} s")
+    detail = f" (opset {args.opset})" if args.format == "onnx" else " (serving archive)"
+    print(f"exported {args.model} to {args.output}{detail} in {time.perf_counter() - start:.2f} s")
+
+
+def _load_archive(path):
+    from kgraph.exporters import ArchiveError, load
+
+    try:
+        return load(path)
+    except ArchiveError as error:
+        raise CommandError(str(error)) from error
 
 
 def cmd_summary(args):
+    if os.path.isdir(args.model):
+        archive = _load_archive(args.model)
+        print(f"kgraph archive: {args.model}")
+        for name, signature in archive.metadata["endpoints"].items():
+            print(f"  endpoint {name}:")
+            for kind in ("inputs", "outputs"):
+                for value in signature[kind]:
+                    print(f"    {kind[:-1]} {value['name']}: {value['dtype']} {tuple(value['shape'])}")
+        return
     if args.model.endswith(".onnx"):
         session = _onnx_session(args.model)
         print(f"ONNX model: {args.model}")
@@ -83,7 +103,11 @@ def cmd_run(args):
     import numpy as np
 
     x = _read_input(args.input)
-    if args.model.endswith(".onnx"):
+    if os.path.isdir(args.model):
+        archive = _load_archive(args.model)
+        output = archive.serve(x)
+        output = output[0] if isinstance(output, list) else output
+    elif args.model.endswith(".onnx"):
         session = _onnx_session(args.model)
         feed = session.get_inputs()[0]
         dtype = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)": "int64"}.get(feed.type)
@@ -168,19 +192,19 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"kgraph {kgraph.__version__}")
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    export = verbs.add_parser("export", help="export a .keras model to ONNX")
+    export = verbs.add_parser("export", help="export a .keras model to ONNX or a serving archive")
     export.add_argument("model", help="the .keras file")
-    export.add_argument("output", help="the .onnx file to write")
+    export.add_argument("output", help="the .onnx file (or archive directory) to write")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (13 and up; default 17)")
-    export.add_argument("--format", default="onnx", help="export format (onnx)")
+    export.add_argument("--format", default="onnx", choices=("onnx", "archive"), help="export format")
     export.set_defaults(run=cmd_export)
 
-    summary = verbs.add_parser("summary", help="print a model's layers or an ONNX model's inputs and outputs")
-    summary.add_argument("model", help="a .keras or .onnx file")
+    summary = verbs.add_parser("summary", help="print a model's layers, or an archive's or ONNX model's signature")
+    summary.add_argument("model", help="a .keras file, an archive directory or an .onnx file")
     summary.set_defaults(run=cmd_summary)
 
     run = verbs.add_parser("run", help="run a model on an input array (.npy)")
-    run.add_argument("model", help="a .keras file (run by kgraph) or .onnx file (run by onnxruntime)")
+    run.add_argument("model", help="a .keras file or archive (run by kgraph) or .onnx file (run by onnxruntime)")
     run.add_argument("--input", required=True, help="the input array, a .npy file")
     run.add_argument("--output", help="write the output array to this .npy file (default: print it)")
     run.set_defaults(run=cmd_run)

@@ -74,3 +74,16 @@ def test_errors_are_one_line_and_non_zero(tmp_path, saved_model):
     wrong_suffix = run("export", str(path), str(tmp_path / "out.txt"))
     assert wrong_suffix.returncode == 1 and ".onnx" in wrong_suffix.stderr
     assert run("no-such-verb").returncode != 0
+
+
+def test_archive_export_summary_and_run(saved_model):
+    path, _, expected = saved_model
+    archive = path.parent / "mlp_archive"
+    result = run("export", str(path), str(archive), "--format", "archive")
+    assert result.returncode == 0, result.stderr
+    summary = run("summary", str(archive))
+    assert summary.returncode == 0 and "endpoint serve" in summary.stdout
+    out_path = path.parent / "y_archive.npy"
+    result = run("run", str(archive), "--input", str(path.parent / "x.npy"), "--output", str(out_path))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(np.load(out_path), expected, atol=1e-6)

@@ -5,22 +5,28 @@
 
 from __future__ import annotations
 
+from kgraph.exporters.archive import ArchiveError, ExportArchive, export_archive, load
 from kgraph.exporters.onnx import export_model, export_onnx
 from kgraph.exporters.onnx_ops import ONNX_OPS, OnnxExportError
 
-FORMATS = ("onnx",)
+# "tf_saved_model" (Keras 3's default) writes kgraph's serving archive, its SavedModel.
+FORMATS = ("onnx", "archive", "tf_saved_model")
 
 
-def export(model, filepath, format="onnx", verbose=None, input_signature=None, **kwargs):
+def export(model, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
     """Export `model` for inference, as Keras 3's `Model.export` does.
 
-    format: "onnx" (the only one: "tf_saved_model" and "openvino" need TensorFlow or
-    OpenVINO). kwargs: `opset` (or Keras's `opset_version`), default 17. Returns the
-    ONNX ModelProto.
+    format: "onnx", or "archive" / "tf_saved_model" for kgraph's serving archive (one
+    endpoint, "serve"). kwargs (ONNX): `opset` (or Keras's `opset_version`), default 17.
+    Returns the ONNX ModelProto or the ExportArchive.
     """
+    if format in ("archive", "tf_saved_model"):
+        if kwargs:
+            raise TypeError(f"export got unexpected arguments: {', '.join(sorted(kwargs))}")
+        return export_archive(model, filepath, input_signature=input_signature, verbose=verbose is not False)
     if format != "onnx":
         raise ValueError(f"Unrecognized format={format!r}. kgraph exports {', '.join(map(repr, FORMATS))}; "
-                         "'tf_saved_model' and 'openvino' need TensorFlow or OpenVINO")
+                         "'openvino' needs OpenVINO")
     opset = kwargs.pop("opset", None)
     opset_version = kwargs.pop("opset_version", None)
     if opset is not None and opset_version is not None and opset != opset_version:
@@ -35,4 +41,5 @@ def export(model, filepath, format="onnx", verbose=None, input_signature=None, *
     return model_proto
 
 
-__all__ = ["export", "export_model", "export_onnx", "ONNX_OPS", "OnnxExportError", "FORMATS"]
+__all__ = ["export", "export_model", "export_onnx", "ONNX_OPS", "OnnxExportError", "FORMATS", "ExportArchive",
+           "ArchiveError", "export_archive", "load"]

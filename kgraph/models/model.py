@@ -87,8 +87,9 @@ class Model(Trainer, Layer):
             self._build_shapes_dict = {"input_shape": input_shape}  # get_build_config() (saving)
         self.built = True
 
-    def export(self, filepath, format="onnx", verbose=None, input_signature=None, **kwargs):
-        """Export the model for inference (Keras 3's Model.export); kgraph writes "onnx"."""
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Export the model for inference (Keras 3's Model.export): format "onnx", or the
+        serving archive ("tf_saved_model", the default, or "archive")."""
         from kgraph.exporters import export
 
         return export(self, filepath, format=format, verbose=verbose,

@@ -1,0 +1,299 @@
+"""The serving archive: a directory that serves a model's endpoints without its Python code.
+
+Layout (`ExportArchive.write_out(path)`):
+
+    path/
+      metadata.json      kgraph version, endpoints with their input/output signatures
+      endpoints/NAME.json  the endpoint's optimized IR: nodes (op, attrs, inputs, shape, dtype)
+      variables.h5       every variable's value, by index (h5py: no pickle)
+      constants.h5       the endpoints' constant arrays
+      manifest.json      SHA-256 of every file above
+
+`load(path)` checks the manifest, rebuilds each endpoint's graph from op names in the
+registry (no code from the archive runs), compiles it with the numba backend and returns
+an object whose endpoints are methods: `reloaded.serve(x)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import h5py
+import numpy as np
+
+import kgraph
+from kgraph.ir import Graph, SymbolicTensor, Variable, tracing
+from kgraph.ops import OPS
+
+FORMAT_VERSION = 1
+
+
+class ArchiveError(ValueError):
+    """A missing, truncated or tampered archive; the message names the file."""
+
+
+def _jsonable(value):
+    if isinstance(value, (tuple, list)):
+        return {"__tuple__": [_jsonable(v) for v in value]}
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict) and "__tuple__" in value:
+        return tuple(_from_json(v) for v in value["__tuple__"])
+    return value
+
+
+class ExportArchive:
+    """Keras 3's ExportArchive: track objects, add endpoints, write the archive."""
+
+    def __init__(self):
+        self._tracked = []
+        self._endpoints = {}
+        self._variable_collections = {}
+
+    def track(self, resource):
+        """Track a model or layer whose variables the endpoints use."""
+        self._tracked.append(resource)
+        return resource
+
+    def add_endpoint(self, name, fn=None, input_signature=None, **kwargs):
+        """Trace `fn` on symbolic inputs described by `input_signature` into an endpoint."""
+        if not name.isidentifier():
+            raise ValueError(f"Endpoint name {name!r} must be a valid Python identifier")
+        if name in self._endpoints:
+            raise ValueError(f"Endpoint name '{name}' is already taken")
+        if fn is None or input_signature is None:
+            raise ValueError(f"add_endpoint('{name}') needs fn and input_signature")
+        from kgraph.compiler.passes.pipeline import optimize
+
+        specs = list(input_signature) if isinstance(input_signature, (list, tuple)) else [input_signature]
+        graph = Graph(name)
+        with tracing(graph):
+            inputs = []
+            for index, spec in enumerate(specs):
+                shape = tuple(None if d is None else int(d) for d in spec.shape)
+                dtype = str(getattr(spec, "dtype", None) or "float32")
+                placeholder = graph.add_placeholder(shape, dtype, getattr(spec, "name", None) or f"input_{index}")
+                inputs.append(SymbolicTensor(graph, placeholder.id))
+            outputs = fn(*inputs)
+        flat = list(outputs.values()) if isinstance(outputs, dict) else (
+            list(outputs) if isinstance(outputs, (list, tuple)) else [outputs])
+        graph.outputs = [t.node_id for t in flat]
+        graph.output_names = list(outputs.keys()) if isinstance(outputs, dict) else [
+            f"output_{i}" for i in range(len(flat))]
+        if graph.state_updates:
+            raise ValueError(f"Endpoint '{name}' updates variables; export inference functions only "
+                             "(call the model with training=False)")
+        self._endpoints[name] = optimize(graph).renumbered()
+        return fn
+
+    def add_variable_collection(self, name, variables):
+        self._variable_collections[name] = list(variables)
+
+    def write_out(self, filepath, verbose=True):
+        """Write the archive atomically (a temporary directory renamed into place)."""
+        if not self._endpoints:
+            raise ValueError("No endpoints have been set yet. Call add_endpoint().")
+        filepath = os.fspath(filepath)
+        parent = os.path.dirname(os.path.abspath(filepath))
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=parent, prefix=".kgraph-archive-")
+        try:
+            self._write(staging)
+            if os.path.exists(filepath):
+                shutil.rmtree(filepath)
+            os.replace(staging, filepath)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if verbose:
+            print(f"Saved artifact at '{filepath}'.")
+
+    def _write(self, root):
+        variables, constants = [], []
+        variable_index = {}
+        os.makedirs(os.path.join(root, "endpoints"))
+        signatures = {}
+        for name, graph in self._endpoints.items():
+            nodes = []
+            for node in graph.nodes():
+                entry = {"id": node.id, "op": node.op, "inputs": list(node.inputs), "shape": list(node.shape),
+                         "dtype": node.dtype, "name": node.name,
+                         "attrs": {k: _jsonable(v) for k, v in node.attrs.items()}}
+                if node.op == "variable":
+                    key = id(node.payload)
+                    if key not in variable_index:
+                        variable_index[key] = len(variables)
+                        variables.append(node.payload)
+                    entry["variable"] = variable_index[key]
+                elif node.op == "constant":
+                    entry["constant"] = len(constants)
+                    constants.append(np.asarray(node.payload))
+                nodes.append(entry)
+            document = {"nodes": nodes, "inputs": graph.inputs, "outputs": graph.outputs,
+                        "output_names": graph.output_names}
+            with open(os.path.join(root, "endpoints", f"{name}.json"), "w") as handle:
+                json.dump(document, handle)
+            signatures[name] = {
+                "inputs": [{"name": graph.node(i).name, "shape": list(graph.node(i).shape),
+                            "dtype": graph.node(i).dtype} for i in graph.inputs],
+                "outputs": [{"name": n, "shape": list(graph.node(o).shape), "dtype": graph.node(o).dtype}
+                            for n, o in zip(graph.output_names, graph.outputs)]}
+        with h5py.File(os.path.join(root, "variables.h5"), "w") as handle:
+            for index, variable in enumerate(variables):
+                dataset = handle.create_dataset(str(index), data=variable.numpy())
+                dataset.attrs["path"] = variable.path
+                dataset.attrs["trainable"] = variable.trainable
+        with h5py.File(os.path.join(root, "constants.h5"), "w") as handle:
+            for index, value in enumerate(constants):
+                handle.create_dataset(str(index), data=value)
+        metadata = {"format": "kgraph-archive", "format_version": FORMAT_VERSION,
+                    "kgraph_version": kgraph.__version__, "endpoints": signatures,
+                    "variable_collections": {k: [v.path for v in vs] for k, vs in self._variable_collections.items()}}
+        with open(os.path.join(root, "metadata.json"), "w") as handle:
+            json.dump(metadata, handle, indent=2)
+        files = ["metadata.json", "variables.h5", "constants.h5"] + [
+            f"endpoints/{name}.json" for name in self._endpoints]
+        manifest = {path: _sha256(os.path.join(root, path)) for path in files}
+        with open(os.path.join(root, "manifest.json"), "w") as handle:
+            json.dump(manifest, handle, indent=2)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Endpoint:
+    def __init__(self, name, graph):
+        self.name = name
+        self.graph = graph
+        self._executable = None
+
+    def __call__(self, *inputs):
+        from kgraph.compiler.passes.pipeline import compile_graph
+
+        if self._executable is None:
+            self._executable = compile_graph(self.graph)
+        if len(inputs) != len(self.graph.inputs):
+            raise ValueError(f"endpoint '{self.name}' takes {len(self.graph.inputs)} inputs, got {len(inputs)}")
+        outputs = [np.array(o, copy=True) for o in self._executable(*inputs)]
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+class LoadedArchive:
+    """An archive's endpoints as methods, plus its variables and metadata."""
+
+    def __init__(self, metadata, endpoints, variables):
+        self.metadata = metadata
+        self.variables = variables
+        self._endpoints = endpoints
+        for name, endpoint in endpoints.items():
+            setattr(self, name, endpoint)
+
+    @property
+    def endpoint_names(self):
+        return list(self._endpoints)
+
+
+def _read_json(root, relative):
+    path = os.path.join(root, relative)
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ArchiveError(f"{path}: cannot read the archive file ({error})") from None
+
+
+def load(filepath):
+    """Load an archive written by ExportArchive.write_out / Model.export."""
+    root = os.fspath(filepath)
+    if not os.path.isdir(root):
+        raise ArchiveError(f"{root}: not an export archive directory")
+    manifest = _read_json(root, "manifest.json")
+    for relative, expected in manifest.items():
+        path = os.path.join(root, relative)
+        if not os.path.exists(path):
+            raise ArchiveError(f"{path}: missing from the archive")
+        if _sha256(path) != expected:
+            raise ArchiveError(f"{path}: its checksum does not match the archive's manifest (the file "
+                               "was modified or truncated)")
+    metadata = _read_json(root, "metadata.json")
+    if metadata.get("format") != "kgraph-archive":
+        raise ArchiveError(f"{root}: metadata.json does not describe a kgraph archive")
+    with h5py.File(os.path.join(root, "variables.h5"), "r") as handle:
+        variables = []
+        for index in range(len(handle)):
+            dataset = handle[str(index)]
+            variable = Variable(np.array(dataset), trainable=bool(dataset.attrs["trainable"]),
+                                name=str(dataset.attrs["path"]).split("/")[-1])
+            variable.path = str(dataset.attrs["path"])
+            variables.append(variable)
+    with h5py.File(os.path.join(root, "constants.h5"), "r") as handle:
+        constants = [np.array(handle[str(i)]) for i in range(len(handle))]
+    endpoints = {}
+    for name in metadata["endpoints"]:
+        if not name.isidentifier():
+            raise ArchiveError(f"{root}: invalid endpoint name {name!r}")
+        document = _read_json(root, f"endpoints/{name}.json")
+        endpoints[name] = _Endpoint(name, _rebuild(root, name, document, variables, constants))
+    return LoadedArchive(metadata, endpoints, variables)
+
+
+def _rebuild(root, name, document, variables, constants):
+    graph = Graph(name)
+    ids = {}
+    for entry in document["nodes"]:
+        op = entry["op"]
+        shape = tuple(entry["shape"])
+        if op == "placeholder":
+            node = graph.add_placeholder(shape, entry["dtype"], entry["name"])
+        elif op == "variable":
+            node = graph.variable_node(variables[entry["variable"]])
+        elif op == "constant":
+            node = graph.add_constant(constants[entry["constant"]])
+        else:
+            if op not in OPS:
+                raise ArchiveError(f"{root}: endpoint '{name}' uses op '{op}', which this kgraph does not have")
+            attrs = {k: _from_json(v) for k, v in entry["attrs"].items()}
+            node = graph.add_node(op, [ids[i] for i in entry["inputs"]], attrs, shape, entry["dtype"])
+        ids[entry["id"]] = node.id
+    graph.inputs = [ids[i] for i in document["inputs"]]
+    graph.outputs = [ids[i] for i in document["outputs"]]
+    graph.output_names = list(document["output_names"])
+    from kgraph.compiler.passes.shape_inference import infer_shapes
+
+    try:
+        infer_shapes(graph)
+    except ValueError as error:
+        raise ArchiveError(f"{root}: endpoint '{name}' is inconsistent: {error}") from None
+    return graph
+
+
+def export_archive(model, filepath, input_signature=None, verbose=True):
+    """`model.export(path)`: an archive with one endpoint, "serve" (inference)."""
+    from kgraph.exporters.onnx import _input_specs
+    from kgraph.layers.layer import InputSpec
+
+    specs = _input_specs(model, input_signature)
+    signature = [InputSpec(shape=(None,) + tuple(shape), dtype=dtype) for shape, dtype in specs]
+    for spec, name in zip(signature, model._input_names() or []):
+        spec.name = name
+    archive = ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
+                         input_signature=signature)
+    archive.write_out(filepath, verbose=verbose)
+    return archive
