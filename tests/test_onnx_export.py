@@ -198,23 +198,23 @@ def test_batch_dependent_shapes_use_the_runtime_batch_size():
                    bind("unslice", [ops.broadcast_to(row, (2, 3))], shape=(None, 3), begin=(1, None),
                         end=(3, None), step=(1, 1)),
                    ops.take(x, np.array([-1, 0], np.int32), axis=0),
-                   ops.reshape(x, (-1,))]
+                   ops.reshape(x, (-1, 1, 3))]
         graph.outputs = [o.node_id for o in outputs]
-    graph.output_names = ["broadcast", "count", "unslice", "take", "flat"]
+    graph.output_names = ["broadcast", "count", "unslice", "take", "reshaped"]
     model, names = convert(graph, 17)
     _check_inferred_shapes(graph, model, names)
     session = _session(model)
     r = np.array([[1.0, 2.0, 3.0]], np.float32)
     for n in (4, 7):
         xv = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
-        broadcast, count, unslice, take, flat = session.run(None, {"x": xv, "row": r})
+        broadcast, count, unslice, take, reshaped = session.run(None, {"x": xv, "row": r})
         np.testing.assert_array_equal(broadcast, np.repeat(r, n, 0))
         assert count.dtype == np.int32 and count == n * 3
         expected = np.zeros((n, 3), np.float32)
         expected[1:3] = r
         np.testing.assert_array_equal(unslice, expected)
         np.testing.assert_array_equal(take, xv[[-1, 0]])
-        np.testing.assert_array_equal(flat, xv.reshape(-1))
+        np.testing.assert_array_equal(reshaped, xv.reshape(-1, 1, 3))
 
 
 # -- models ---------------------------------------------------------------------------------------

@@ -17,9 +17,25 @@ def _reduced_shape(shape, axes, keepdims):
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
+def _contiguous_runs(axes):
+    """Sorted axes split into runs of consecutive axes: (0, 2, 3) -> [(0,), (2, 3)]."""
+    runs = []
+    for axis in sorted(axes):
+        if runs and axis == runs[-1][-1] + 1:
+            runs[-1] = runs[-1] + (axis,)
+        else:
+            runs.append((axis,))
+    return runs
+
+
 def _reduce_infer(dtype_rule):
     def infer(attrs, x):
-        return _reduced_shape(x.shape, attrs["axes"], attrs["keepdims"]), dtype_rule(x.dtype)
+        axes = tuple(attrs["axes"])
+        if not axes or len(_contiguous_runs(axes)) != 1 or not all(0 <= a < len(x.shape) for a in axes):
+            raise ValueError(f"reduction: axes {axes} of a tensor of rank {len(x.shape)} are not one "
+                             "non-empty run of consecutive axes; the kgraph.ops functions split "
+                             "other axis sets into successive reductions")
+        return _reduced_shape(x.shape, axes, attrs["keepdims"]), dtype_rule(x.dtype)
     return infer
 
 
@@ -59,8 +75,9 @@ def _prod_grad(ctx):
 
 def _samples(rng):
     x = rng.standard_normal((3, 4, 5)).astype(np.float32)
-    return [([x], {"axes": (1,), "keepdims": False}), ([x], {"axes": (0, 2), "keepdims": True}),
-            ([x], {"axes": (0, 1, 2), "keepdims": False}), ([x[0]], {"axes": (0,), "keepdims": False})]
+    return [([x], {"axes": (1,), "keepdims": False}), ([x], {"axes": (1, 2), "keepdims": True}),
+            ([x], {"axes": (0, 1, 2), "keepdims": False}), ([x[0]], {"axes": (0,), "keepdims": False}),
+            ([x], {"axes": (0, 1), "keepdims": True})]
 
 
 def _same(dtype):
@@ -118,12 +135,25 @@ register(OpDef("reduced_count", "shape", _count_infer,
 
 # -- kgraph.ops functions --------------------------------------------------------------------
 def _reduce(name, x, axis, keepdims):
+    """Reduce over any axes: the primitive reduces one run of consecutive axes (what the
+    kernels need), so other axis sets become successive reductions, last run first, with
+    keepdims in between and a reshape at the end (exact for every combine, mean included:
+    each partial mean averages equally many elements)."""
     x = ops.convert_to_tensor(x)
     axes = normalize_axes(axis, len(x.shape), name)
-    if not axes:  # reducing over no axis (e.g. a scalar) leaves the values as they are
-        _, dtype = get_op(name).infer({"axes": (), "keepdims": True}, Spec(tuple(x.shape), x.dtype))
-        return ops.cast(x, dtype)
-    return bind(name, [x], axes=axes, keepdims=bool(keepdims))
+    if not axes:  # nothing to reduce: the value itself, in the reduction's dtype
+        _, dtype = get_op(name).infer({"axes": (0,), "keepdims": True}, Spec((1,), x.dtype))
+        return x if x.dtype == dtype else ops.cast(x, dtype)
+    runs = _contiguous_runs(axes)
+    if len(runs) == 1:
+        return bind(name, [x], axes=axes, keepdims=bool(keepdims))
+    result = x
+    for run in reversed(runs):
+        result = bind(name, [result], axes=run, keepdims=True)
+    if not keepdims:
+        result = ops.reshape(result, tuple(-1 if d is None else d
+                                           for d in _reduced_shape(x.shape, axes, False)))
+    return result
 
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001

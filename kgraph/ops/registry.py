@@ -8,8 +8,8 @@ tests run. Backends keep their own per-op tables keyed by name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

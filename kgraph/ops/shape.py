@@ -8,7 +8,7 @@ import builtins
 import numpy as np
 
 from kgraph import ops
-from kgraph.ir import SymbolicTensor, is_tracing
+from kgraph.ir import SymbolicTensor, is_tracing, tracing
 from kgraph.ops.registry import ELEMENTWISE, OpDef, bind, register
 from kgraph.ops.shapes import broadcast_shapes, normalize_axes, normalize_axis, num_elements
 
@@ -36,8 +36,16 @@ def _reshape_infer(attrs, x):
             if known == 0 or total % known:
                 raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {tuple(target)}")
             target[target.index(-1)] = total // known
+        elif num_elements([d for d in x.shape if d is not None]) == known:
+            target[target.index(-1)] = None  # -1 takes exactly the batch dimension
         else:
-            target[target.index(-1)] = None
+            # In a graph every None dimension is the batch size itself; a -1 that folded the
+            # batch together with other dimensions (or split it) would be a multiple of it.
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into "
+                             f"{tuple(target)}: the -1 would merge the batch dimension (None) with "
+                             "other dimensions, which a graph cannot size for every batch. Keep the "
+                             "batch as its own axis, e.g. reshape to (-1, ...) with the other "
+                             "dimensions' product unchanged, or use batched matmul instead.")
     elif total is not None and total != known:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
                          f"({total} elements) into {tuple(target)} ({known} elements)")
@@ -146,6 +154,9 @@ def broadcast_to(x, shape):
         return x
     if not isinstance(x, SymbolicTensor) and not is_tracing() and None not in shape:
         return np.broadcast_to(x, shape).copy()
+    if not isinstance(x, SymbolicTensor) and not is_tracing():
+        raise ValueError(f"broadcast_to: the shape {shape} has an unknown dimension, which only "
+                         "a symbolic tensor can have")
     return bind("broadcast_to", [x], shape=shape)
 
 
@@ -160,6 +171,10 @@ def _concat_infer(attrs, *xs):
             raise ValueError("concatenate: all inputs must have the same shape except along axis "
                              f"{axis}; got {', '.join(str(s.shape) for s in xs)}")
         total = None if total is None or x.shape[axis] is None else total + x.shape[axis]
+    if total is None:
+        raise ValueError(f"concatenate: cannot join along axis {axis}, the batch dimension (None), "
+                         f"of {', '.join(str(s.shape) for s in xs)}: the result would not be the "
+                         "batch size, which a graph cannot size for every batch")
     shape = list(first)
     shape[axis] = total
     dtype = ops.result_type(*(x.dtype for x in xs))
@@ -205,7 +220,7 @@ def _slice_bounds(attrs, shape):
 
 def _sliced_dim(dim, begin, end, step):
     if dim is None:
-        if begin is None and end is None and step == 1:
+        if begin in (None, 0) and end is None and step == 1:
             return None
         if step == 1 and isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end:
             return end - begin  # assumes the run-time size reaches `end`
@@ -381,12 +396,16 @@ def take(x, indices, axis=None):
 
 # -- pad ----------------------------------------------------------------------------------------
 def _pad_infer(attrs, x):
+    for axis, (d, (lo, hi)) in enumerate(zip(x.shape, attrs["pad_width"])):
+        if d is None and (lo or hi):
+            raise ValueError(f"pad: cannot pad axis {axis}, the batch dimension (None), of a tensor "
+                             f"of shape {x.shape}: the result would not be the batch size")
     shape = tuple(None if d is None else d + lo + hi for d, (lo, hi) in zip(x.shape, attrs["pad_width"]))
     return shape, x.dtype
 
 
 def _pad_grad(ctx):
-    begin = tuple(lo for lo, hi in ctx.attrs["pad_width"])
+    begin = tuple(lo if lo else None for lo, hi in ctx.attrs["pad_width"])
     end = tuple(-hi if hi else None for lo, hi in ctx.attrs["pad_width"])
     return [bind("slice", [ctx.upstream], begin=begin, end=end, step=(1,) * len(begin))]
 
@@ -427,7 +446,13 @@ def full_like(x, fill_value, dtype=None):
     dtype = dtype or x.dtype
     if not isinstance(x, SymbolicTensor) and not is_tracing():
         return np.full(x.shape, fill_value, dtype=dtype)
-    return broadcast_to(np.asarray(fill_value, dtype=dtype), x.shape)
+    # A scalar constant broadcast in x's graph (even outside a trace): it works for None
+    # dimensions and never embeds a full-size array in the graph.
+    fill = np.asarray(fill_value, dtype=dtype)
+    if not isinstance(x, SymbolicTensor):
+        return bind("broadcast_to", [fill], shape=tuple(x.shape))
+    with tracing(x.graph):
+        return bind("broadcast_to", [fill], shape=tuple(x.shape))
 
 
 def zeros_like(x, dtype=None):

@@ -118,6 +118,11 @@ def fuse(graph):
             reduced_shape = graph.node(node.inputs[0]).shape
             absorb(members, node_id, reduced_shape,
                    lambda n, shape=reduced_shape: n.shape == shape or num_elements(n.shape) == 1)
+            # The kernel takes the reduced extents from an input of the reduced shape; a
+            # prologue that reads only scalars (sum(ones_like(x))) stays its own group.
+            if not any(graph.node(i).shape == reduced_shape for m in members
+                       for i in graph.node(m).inputs if i not in members):
+                members = {node_id}
             group_kind = "reduction"
         elif get_op(node.op).view:
             group_kind = "view"

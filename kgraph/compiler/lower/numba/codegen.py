@@ -26,6 +26,7 @@ pool_ops = importlib.import_module("kgraph.ops.pool")
 
 JIT = '@njit(cache=True, error_model="numpy")'
 JIT_REDUCE = '@njit(cache=True, error_model="numpy", fastmath={"reassoc"})'
+REDUCTIONS = ("sum", "mean", "max", "min", "prod")  # the combines KernelWriter.reduction renders
 
 
 class LoweringError(NotImplementedError):
@@ -77,13 +78,15 @@ def _expression_lines(graph, members, load):
     """Statements computing each member's scalar value; `load(id)` gives an input's scalar."""
     handler = NumbaScalarOps()
     names, lines = {}, []
-    for node_id in members:
+    for position, node_id in enumerate(members):
         node = graph.node(node_id)
         args = [names[i] if i in names else load(i) for i in node.inputs]
         handler.dtype = node.dtype
         expr = get_op(node.op).scalar(handler, *args, **node.attrs)
-        lines.append(f"t{node_id} = {_cast_expr(expr, node.dtype)}")
-        names[node_id] = f"t{node_id}"
+        # Names are local to the kernel (not node ids), so equal computations render to
+        # equal source and share one compiled kernel.
+        lines.append(f"t{position} = {_cast_expr(expr, node.dtype)}")
+        names[node_id] = f"t{position}"
     return lines, names[members[-1]]
 
 
@@ -106,12 +109,12 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
                      and graph.node(i).shape != out_shape}
     full = all(graph.node(i).shape == out_shape for i in externals if i not in scalar_inputs)
     for i in scalar_inputs:
-        body.append(f"s{i} = {externals[i]}.reshape(-1)[0]")
+        body.append(f"s_{externals[i]} = {externals[i]}.reshape(-1)[0]")
     if full or rank <= 1:
         body.append(f"o_flat = {out_name}.reshape(-1)")
         for i in externals:
             if i not in scalar_inputs:
-                body.append(f"f{i} = {externals[i]}.reshape(-1)")
+                body.append(f"f_{externals[i]} = {externals[i]}.reshape(-1)")
 
         def load(i):
             if i == in_place:
@@ -119,12 +122,12 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
             node = graph.node(i)
             if _is_inlined_constant(node):
                 return _scalar_literal(node)
-            return f"s{i}" if i in scalar_inputs else f"f{i}[j]"
+            return f"s_{externals[i]}" if i in scalar_inputs else f"f_{externals[i]}[j]"
 
-        for i, name in extras.items():
-            body.append(f"g{i} = {name}.reshape(-1)")
+        for name in extras.values():
+            body.append(f"g_{name} = {name}.reshape(-1)")
         lines, result = _expression_lines(graph, members, load)
-        stores = [f"g{i}[j] = t{i}" for i in extras] + [f"o_flat[j] = {result}"]
+        stores = [f"g_{name}[j] = t{members.index(i)}" for i, name in extras.items()] + [f"o_flat[j] = {result}"]
         body.append("for j in range(o_flat.shape[0]):")
         body += _indent(lines + stores, 1)
         return body
@@ -136,8 +139,8 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
         depth += 1
     lead = ", ".join(f"i{a}" for a in range(rank - 1))
     body.append("    " * depth + f"o_row = {out_name}[{lead}]")
-    for i, name in extras.items():
-        body.append("    " * depth + f"q{i} = {name}[{lead}]")
+    for name in extras.values():
+        body.append("    " * depth + f"q_{name} = {name}[{lead}]")
     for i in externals:
         if i in scalar_inputs:
             continue
@@ -148,7 +151,7 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
         if len(shape) == 0:
             continue
         row = f"{externals[i]}[{', '.join(index)}]" if index else externals[i]
-        body.append("    " * depth + f"r{i} = {row}")
+        body.append("    " * depth + f"r_{externals[i]} = {row}")
 
     def load(i):
         if i == in_place:
@@ -157,12 +160,12 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
         if _is_inlined_constant(node):
             return _scalar_literal(node)
         if i in scalar_inputs:
-            return f"s{i}"
+            return f"s_{externals[i]}"
         last = node.shape[-1]
-        return f"r{i}[0]" if last == 1 and out_shape[-1] != 1 else f"r{i}[j]"
+        return f"r_{externals[i]}[0]" if last == 1 and out_shape[-1] != 1 else f"r_{externals[i]}[j]"
 
     lines, result = _expression_lines(graph, members, load)
-    stores = [f"q{i}[j] = t{i}" for i in extras] + [f"o_row[j] = {result}"]
+    stores = [f"q_{name}[j] = t{members.index(i)}" for i, name in extras.items()] + [f"o_row[j] = {result}"]
     body.append("    " * depth + "for j in range(o_row.shape[0]):")
     body += _indent(lines + stores, depth + 1)
     return body
@@ -175,6 +178,7 @@ class KernelWriter:
         self.names = signature_names  # value id -> name in entry
         self.sources = []
         self.kernel_modules = set()  # modules of generic kernels the templates call
+        self._emitted = {}  # (kind, args, body, jit) -> kernel name
 
     def _external_args(self, group, skip=()):
         externals = [i for i in group.inputs
@@ -182,9 +186,13 @@ class KernelWriter:
         return externals, {i: f"a{k}" for k, i in enumerate(externals)}
 
     def _emit(self, kind, args, body, jit=JIT):
-        name = f"k{len(self.sources)}_{kind}"
-        source = [jit, f"def {name}({', '.join(args)}):"] + _indent(body, 1)
-        self.sources.append("\n".join(source))
+        """The name of a kernel with this body, rendering it unless an equal one exists."""
+        key = (kind, tuple(args), tuple(body), jit)
+        name = self._emitted.get(key)
+        if name is None:
+            name = self._emitted[key] = f"k{len(self.sources)}_{kind}"
+            source = [jit, f"def {name}({', '.join(args)}):"] + _indent(body, 1)
+            self.sources.append("\n".join(source))
         return name
 
     def elementwise(self, group):
@@ -276,11 +284,13 @@ class KernelWriter:
                 "O = out.reshape((outer, inner))"]
         scalars = [i for i in externals if graph.node(i).shape != shape]
         for i in scalars:
-            body.append(f"s{i} = {arg_names[i]}.reshape(-1)[0]")
+            body.append(f"s_{arg_names[i]} = {arg_names[i]}.reshape(-1)[0]")
         for i in externals:
             if i not in scalars:
-                body.append(f"X{i} = {arg_names[i]}.reshape((outer, red, inner))")
+                body.append(f"X_{arg_names[i]} = {arg_names[i]}.reshape((outer, red, inner))")
         combine = node.op
+        if combine not in REDUCTIONS:
+            raise LoweringError(f"numba backend: no reduction kernel for '{combine}'")
         dtype = node.dtype
         init = {"sum": 0, "mean": 0, "prod": 1,
                 "max": -np.inf if dtype.startswith("float") else np.iinfo(dtype).min,
@@ -296,7 +306,7 @@ class KernelWriter:
                 value = graph.node(i)
                 if _is_inlined_constant(value):
                     return _scalar_literal(value)
-                return f"s{i}" if i in scalars else f"X{i}[{index}]"
+                return f"s_{arg_names[i]}" if i in scalars else f"X_{arg_names[i]}[{index}]"
             return load
 
         if prologue:
@@ -423,7 +433,12 @@ def _concatenate(node, inputs):
 
 def _slice(node, inputs):
     text = _slice_text(node.attrs["begin"], node.attrs["end"], node.attrs["step"])
-    return [f"out[{_colons(len(node.shape))}] = a0[{text}]"]
+    lines = []
+    for axis, (d, end) in enumerate(zip(inputs[0].shape, node.attrs["end"])):
+        if d is None and node.shape[axis] is not None:  # a fixed-size slice of the batch
+            lines += [f"if a0.shape[{axis}] < {end}:",
+                      f"    raise ValueError('slice: the batch is smaller than the slice end {end}')"]
+    return lines + [f"out[{_colons(len(node.shape))}] = a0[{text}]"]
 
 
 def _unslice(node, inputs):
@@ -452,11 +467,7 @@ def _take(node, inputs):
         "O = out.reshape((outer, I.shape[0], inner))",
         "for o in range(outer):",
         "    for j in range(I.shape[0]):",
-        "        k = I[j]",
-        "        if k < 0:",
-        "            k += size",
-        "        if k < 0 or k >= size:",
-        "            raise IndexError('take: index out of range')",
+        "        k = I[j] % size",  # indices wrap around the axis, as the reference's do
         "        for i in range(inner):",
         "            O[o, j, i] = X[o, k, i]"]
 
@@ -470,11 +481,7 @@ def _take_grad(node, inputs):
         "out.fill(0)",
         "for o in range(outer):",
         "    for j in range(I.shape[0]):",
-        "        k = I[j]",
-        "        if k < 0:",
-        "            k += size",
-        "        if k < 0 or k >= size:",
-        "            raise IndexError('take: index out of range')",
+        "        k = I[j] % size",  # indices wrap around the axis, as the reference's do
         "        for i in range(inner):",
         "            O[o, k, i] += G[o, j, i]"]
 
