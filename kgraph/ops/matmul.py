@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from kgraph import ops
+from kgraph.ops.kernels import numba_entry, numba_kernel
 from kgraph.ops.registry import OpDef, bind, register
 from kgraph.ops.shapes import broadcast_shapes
 
@@ -88,3 +89,36 @@ def matmul(x1, x2):
 
 def dot(x1, x2):
     return matmul(x1, x2)
+
+
+# -- numba kernel (compiled once by the backend, see kgraph.ops.kernels) ---------------------------------
+# A 2-D GEMM split by rows of the result over the threads of one numba parallel region, each
+# block one single-threaded BLAS call: one thread pool (numba's), never BLAS's own threads,
+# which busy-wait against other work (measured here: 20x slower under load).
+MIN_WORK_PER_THREAD = 1 << 21  # multiply-adds below which a second thread costs more than it saves
+
+gemm = blas_get_threads = blas_set_threads = None  # provided by the backend when it loads the kernels
+prange = range
+
+
+@numba_kernel(parallel=True)
+def _gemm_rows(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, itemsize, threads):
+    work = m * n * k
+    nt = max(1, min(threads, m, work // MIN_WORK_PER_THREAD))
+    if nt == 1:
+        gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 0.0, itemsize)
+        return
+    saved = blas_get_threads()
+    blas_set_threads(1)
+    for t in prange(nt):
+        r0 = t * m // nt
+        r1 = (t + 1) * m // nt
+        offset = r0 * itemsize if ta else r0 * lda * itemsize
+        gemm(ta, tb, r1 - r0, n, k, a + offset, lda, b, ldb, c + r0 * ldc * itemsize, ldc, 0.0, itemsize)
+    blas_set_threads(saved)
+
+
+@numba_entry(13)
+def gemm_rows(itemsize, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, threads):
+    """C (m x n) = op(A) @ op(B), row-major on addresses (see blas.gemm), over `threads` threads."""
+    _gemm_rows(ta != 0, tb != 0, m, n, k, a, lda, b, ldb, c, ldc, itemsize, threads)

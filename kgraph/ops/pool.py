@@ -278,6 +278,13 @@ array_at = None
 prange = range
 
 
+def fetch_add(counter, value):
+    """counter[0] += value, returning the old value (the backend's version is atomic)."""
+    old = counter[0]
+    counter[0] += value
+    return old
+
+
 def pool_geometry(attrs, x_spatial, out_spatial, threads):
     conv_attrs = {"strides": attrs["strides"], "dilation": (1,) * len(x_spatial), "pads": attrs["pads"],
                   "groups": 1}
@@ -285,191 +292,200 @@ def pool_geometry(attrs, x_spatial, out_spatial, threads):
 
 
 @numba_kernel()
-def _pool_rows(x, O, geo, r0, r1, average):
+def _pool_lines(x, O, geo, counter, lines, average):
+    """Output lines (the OW positions of one (n, od, oh)) claimed from `counter`."""
     D, H, W, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW, G, ROWS, NT = geo
     C = x.shape[4]
-    P = OD * OH * OW
-    nn = r0 // P
-    q = r0 % P
-    od = q // (OH * OW)
-    q = q % (OH * OW)
-    oh = q // OW
-    ow = q % OW
-    for r in range(r0, r1):
-        orow = O[r]
-        for c in range(C):
-            orow[c] = 0 if average else -np.inf
-        count = 0
-        for kd in range(KD):
-            id_ = od * SD + kd - PD
-            if id_ < 0 or id_ >= D:
-                continue
-            for kh in range(KH):
-                ih_ = oh * SH + kh - PH
-                if ih_ < 0 or ih_ >= H:
-                    continue
-                for kw in range(KW):
-                    iw_ = ow * SW + kw - PW
-                    if iw_ < 0 or iw_ >= W:
-                        continue
-                    xr = x[nn, id_, ih_, iw_]
-                    count += 1
-                    if average:
-                        for c in range(C):
-                            orow[c] += xr[c]
-                    else:
-                        for c in range(C):
-                            orow[c] = max(orow[c], xr[c])
-        if average:
-            scale = 1.0 / count
+    while True:
+        line = fetch_add(counter, 1)
+        if line >= lines:
+            break
+        nn = line // (OD * OH)
+        od = (line // OH) % OD
+        oh = line % OH
+        for ow in range(OW):
+            orow = O[line * OW + ow]
             for c in range(C):
-                orow[c] *= scale
-        ow += 1
-        if ow == OW:
-            ow = 0
-            oh += 1
-            if oh == OH:
-                oh = 0
-                od += 1
-                if od == OD:
-                    od = 0
-                    nn += 1
+                orow[c] = 0 if average else -np.inf
+            count = 0
+            for kd in range(KD):
+                id_ = od * SD + kd - PD
+                if id_ < 0 or id_ >= D:
+                    continue
+                for kh in range(KH):
+                    ih_ = oh * SH + kh - PH
+                    if ih_ < 0 or ih_ >= H:
+                        continue
+                    for kw in range(KW):
+                        iw_ = ow * SW + kw - PW
+                        if iw_ < 0 or iw_ >= W:
+                            continue
+                        xr = x[nn, id_, ih_, iw_]
+                        count += 1
+                        if average:
+                            for c in range(C):
+                                orow[c] += xr[c]
+                        else:
+                            for c in range(C):
+                                orow[c] = max(orow[c], xr[c])
+            if average:
+                scale = 1.0 / count
+                for c in range(C):
+                    orow[c] *= scale
 
 
 @numba_kernel(parallel=True)
 def pool_kernel(x, out, geo, average):
-    """Max or average pooling: output rows split over the threads."""
+    """Max or average pooling: output lines shared by the threads."""
     OD, OH, OW, NT = geo[6], geo[7], geo[8], geo[20]
-    M = x.shape[0] * OD * OH * OW
-    O = out.reshape((M, x.shape[4]))
-    nt = max(1, min(NT, M))
-    for t in prange(nt):
-        _pool_rows(x, O, geo, t * M // nt, (t + 1) * M // nt, average)
+    lines = x.shape[0] * OD * OH
+    O = out.reshape((lines * OW, x.shape[4]))
+    nt = max(1, min(NT, lines))
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
+        _pool_lines(x, O, geo, counter, lines, average)
 
 
 @numba_kernel()
-def _zero_images(dx, lo, hi):
+def _zero_image(dx, nn):
+    """Zero image nn of dx, right before the rows that add into it (while it stays in cache)."""
     image = dx.shape[1] * dx.shape[2] * dx.shape[3] * dx.shape[4]
     flat = dx.reshape(-1)
-    for k in range(lo * image, hi * image):
+    for k in range(nn * image, (nn + 1) * image):
         flat[k] = 0
 
 
 @numba_kernel()
-def _max_pool_grad_images(x, g, dx, geo, lo, hi):
+def _max_pool_grad_images(x, g, dx, geo, counter, positive):
+    """Images claimed from `counter`. Windows that tile the input without overlap write each
+    input position once (the gradient or 0), with no separate zeroing pass; others add.
+    With `positive`, a gradient passes only where the maximum is > 0 (the relu that
+    produced x, fused)."""
     D, H, W, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW, G, ROWS, NT = geo
     C = x.shape[4]
     P = OD * OH * OW
-    _zero_images(dx, lo, hi)
-    Gm = g.reshape((g.shape[0] * P, C))
+    n = x.shape[0]
+    Gm = g.reshape((n * P, C))
     flat = dx.reshape(-1)
     best = np.empty(C, x.dtype)
     where = np.empty(C, np.int64)
-    nn = lo
-    od = oh = ow = 0
-    for r in range(lo * P, hi * P):
-        for c in range(C):
-            best[c] = -np.inf
-            where[c] = -1
-        for kd in range(KD):
-            id_ = od * SD + kd - PD
-            if id_ < 0 or id_ >= D:
-                continue
-            for kh in range(KH):
-                ih_ = oh * SH + kh - PH
-                if ih_ < 0 or ih_ >= H:
-                    continue
-                for kw in range(KW):
-                    iw_ = ow * SW + kw - PW
-                    if iw_ < 0 or iw_ >= W:
-                        continue
-                    xr = x[nn, id_, ih_, iw_]
-                    base = (((nn * D + id_) * H + ih_) * W + iw_) * C
+    tiles = SD >= KD and SH >= KH and SW >= KW and PD == 0 and PH == 0 and PW == 0
+    covers = tiles and OD * SD == D and OH * SH == H and OW * SW == W and SD == KD and SH == KH and SW == KW
+    while True:
+        nn = fetch_add(counter, 1)
+        if nn >= n:
+            break
+        if not covers:
+            _zero_image(dx, nn)
+        r = nn * P
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
                     for c in range(C):
-                        v = xr[c]
-                        if v > best[c]:
-                            best[c] = v
-                            where[c] = base + c
-        gr = Gm[r]
-        for c in range(C):
-            k = where[c]
-            if k >= 0:
-                flat[k] += gr[c]
-        ow += 1
-        if ow == OW:
-            ow = 0
-            oh += 1
-            if oh == OH:
-                oh = 0
-                od += 1
-                if od == OD:
-                    od = 0
-                    nn += 1
+                        best[c] = -np.inf
+                        where[c] = -1
+                    for kd in range(KD):
+                        id_ = od * SD + kd - PD
+                        if id_ < 0 or id_ >= D:
+                            continue
+                        for kh in range(KH):
+                            ih_ = oh * SH + kh - PH
+                            if ih_ < 0 or ih_ >= H:
+                                continue
+                            for kw in range(KW):
+                                iw_ = ow * SW + kw - PW
+                                if iw_ < 0 or iw_ >= W:
+                                    continue
+                                xr = x[nn, id_, ih_, iw_]
+                                base = (((nn * D + id_) * H + ih_) * W + iw_) * C
+                                for c in range(C):
+                                    v = xr[c]
+                                    if v > best[c]:
+                                        best[c] = v
+                                        where[c] = base + c
+                    gr = Gm[r]
+                    r += 1
+                    if positive:
+                        for c in range(C):
+                            if not best[c] > 0:
+                                where[c] = -1
+                    if tiles:
+                        for kd in range(KD):
+                            for kh in range(KH):
+                                for kw in range(KW):
+                                    id_, ih_, iw_ = od * SD + kd, oh * SH + kh, ow * SW + kw
+                                    base = (((nn * D + id_) * H + ih_) * W + iw_) * C
+                                    for c in range(C):
+                                        flat[base + c] = gr[c] if where[c] == base + c else 0
+                    else:
+                        for c in range(C):
+                            k = where[c]
+                            if k >= 0:
+                                flat[k] += gr[c]
 
 
 @numba_kernel(parallel=True)
-def max_pool_grad_kernel(x, g, dx, geo):
-    """Each output gradient added at the first maximum of its window; whole images per thread."""
+def max_pool_grad_kernel(x, g, dx, geo, positive):
+    """Each output gradient goes to the first maximum of its window; whole images per claim."""
     n = dx.shape[0]
     nt = max(1, min(geo[20], n))
-    for t in prange(nt):
-        _max_pool_grad_images(x, g, dx, geo, t * n // nt, (t + 1) * n // nt)
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
+        _max_pool_grad_images(x, g, dx, geo, counter, positive)
 
 
 @numba_kernel()
-def _avg_pool_grad_images(g, dx, geo, lo, hi):
+def _avg_pool_grad_images(g, dx, geo, counter):
     D, H, W, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW, G, ROWS, NT = geo
     C = dx.shape[4]
     P = OD * OH * OW
-    _zero_images(dx, lo, hi)
-    Gm = g.reshape((g.shape[0] * P, C))
-    nn = lo
-    od = oh = ow = 0
-    for r in range(lo * P, hi * P):
-        count = 0
-        for kd in range(KD):
-            id_ = od * SD + kd - PD
-            for kh in range(KH):
-                ih_ = oh * SH + kh - PH
-                for kw in range(KW):
-                    iw_ = ow * SW + kw - PW
-                    if 0 <= id_ < D and 0 <= ih_ < H and 0 <= iw_ < W:
-                        count += 1
-        scale = 1.0 / count
-        gr = Gm[r]
-        for kd in range(KD):
-            id_ = od * SD + kd - PD
-            if id_ < 0 or id_ >= D:
-                continue
-            for kh in range(KH):
-                ih_ = oh * SH + kh - PH
-                if ih_ < 0 or ih_ >= H:
-                    continue
-                for kw in range(KW):
-                    iw_ = ow * SW + kw - PW
-                    if iw_ < 0 or iw_ >= W:
-                        continue
-                    dst = dx[nn, id_, ih_, iw_]
-                    for c in range(C):
-                        dst[c] += gr[c] * scale
-        ow += 1
-        if ow == OW:
-            ow = 0
-            oh += 1
-            if oh == OH:
-                oh = 0
-                od += 1
-                if od == OD:
-                    od = 0
-                    nn += 1
+    n = dx.shape[0]
+    Gm = g.reshape((n * P, C))
+    while True:
+        nn = fetch_add(counter, 1)
+        if nn >= n:
+            break
+        _zero_image(dx, nn)
+        r = nn * P
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    count = 0
+                    for kd in range(KD):
+                        id_ = od * SD + kd - PD
+                        for kh in range(KH):
+                            ih_ = oh * SH + kh - PH
+                            for kw in range(KW):
+                                iw_ = ow * SW + kw - PW
+                                if 0 <= id_ < D and 0 <= ih_ < H and 0 <= iw_ < W:
+                                    count += 1
+                    scale = 1.0 / count
+                    gr = Gm[r]
+                    r += 1
+                    for kd in range(KD):
+                        id_ = od * SD + kd - PD
+                        if id_ < 0 or id_ >= D:
+                            continue
+                        for kh in range(KH):
+                            ih_ = oh * SH + kh - PH
+                            if ih_ < 0 or ih_ >= H:
+                                continue
+                            for kw in range(KW):
+                                iw_ = ow * SW + kw - PW
+                                if iw_ < 0 or iw_ >= W:
+                                    continue
+                                dst = dx[nn, id_, ih_, iw_]
+                                for c in range(C):
+                                    dst[c] += gr[c] * scale
 
 
 @numba_kernel(parallel=True)
 def avg_pool_grad_kernel(g, dx, geo):
     n = dx.shape[0]
     nt = max(1, min(geo[20], n))
-    for t in prange(nt):
-        _avg_pool_grad_images(g, dx, geo, t * n // nt, (t + 1) * n // nt)
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
+        _avg_pool_grad_images(g, dx, geo, counter)
 
 
 @numba_kernel()
@@ -492,10 +508,15 @@ def _axis_table(length, scale, linear):
 
 
 @numba_kernel()
-def _upsample_images(x, out, lo, hi, td, th, tw, adjoint):
-    """out = upsample(x) for images lo..hi, or (adjoint) x += upsample_grad(out)."""
+def _upsample_images(x, out, counter, td, th, tw, adjoint):
+    """out = upsample(x) image by image (claimed from `counter`), or (adjoint) x = upsample_grad(out)."""
     C = x.shape[4]
-    for nn in range(lo, hi):
+    while True:
+        nn = fetch_add(counter, 1)
+        if nn >= x.shape[0]:
+            break
+        if adjoint:
+            _zero_image(x, nn)
         for od in range(out.shape[1]):
             for oh in range(out.shape[2]):
                 for ow in range(out.shape[3]):
@@ -532,18 +553,14 @@ def _upsample_images(x, out, lo, hi, td, th, tw, adjoint):
 
 @numba_kernel(parallel=True)
 def upsample_kernel(x, out, sd, sh, sw, linear, adjoint, threads):
-    """Upsampling (x -> out) or its adjoint (out -> x, which it zeroes first); images per thread."""
+    """Upsampling (x -> out) or its adjoint (out -> x, which it zeroes first); images per claim."""
     td = _axis_table(x.shape[1], sd, linear)
     th = _axis_table(x.shape[2], sh, linear)
     tw = _axis_table(x.shape[3], sw, linear)
-    n = x.shape[0]
-    nt = max(1, min(threads, n))
-    for t in prange(nt):
-        lo = t * n // nt
-        hi = (t + 1) * n // nt
-        if adjoint:
-            _zero_images(x, lo, hi)
-        _upsample_images(x, out, lo, hi, td, th, tw, adjoint)
+    nt = max(1, min(threads, x.shape[0]))
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
+        _upsample_images(x, out, counter, td, th, tw, adjoint)
 
 
 @numba_entry(27)
@@ -558,16 +575,16 @@ def pool(itemsize, xp, op, n, D, H, W, C, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD
                     average != 0)
 
 
-@numba_entry(27)
+@numba_entry(28)
 def max_pool_grad(itemsize, xp, gp, op, n, D, H, W, C, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW,
-                  G, ROWS, NT):
+                  G, ROWS, NT, positive):
     geo = (D, H, W, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW, G, ROWS, NT)
     if itemsize == 4:
         max_pool_grad_kernel(array_at(xp, (n, D, H, W, C), np.float32), array_at(gp, (n, OD, OH, OW, C), np.float32),
-                             array_at(op, (n, D, H, W, C), np.float32), geo)
+                             array_at(op, (n, D, H, W, C), np.float32), geo, positive != 0)
     else:
         max_pool_grad_kernel(array_at(xp, (n, D, H, W, C), np.float64), array_at(gp, (n, OD, OH, OW, C), np.float64),
-                             array_at(op, (n, D, H, W, C), np.float64), geo)
+                             array_at(op, (n, D, H, W, C), np.float64), geo, positive != 0)
 
 
 @numba_entry(27)
@@ -608,10 +625,11 @@ def numba_pool(node, inputs):
                                            node.shape[-1], (int(node.attrs["mode"] == "avg"),))]
 
 
-def numba_max_pool_grad(node, inputs):
+def numba_max_pool_grad(node, inputs, positive_mask=False):
+    """With positive_mask, the fused epilogue `* (x > 0)` (the gradient of the relu producing x)."""
     x, g = inputs
     return ["n = out.shape[0]", _pool_call("max_pool_grad", node, ("a0", "a1", "out"), x.shape[1:-1], g.shape[1:-1],
-                                           node.shape[-1])]
+                                           node.shape[-1], (int(positive_mask),))]
 
 
 def numba_avg_pool_grad(node, inputs):
@@ -638,13 +656,14 @@ def numba_upsample_grad(node, inputs):
 
 for _template in (numba_pool, numba_max_pool_grad, numba_avg_pool_grad, numba_upsample, numba_upsample_grad):
     _template.kernels = "kgraph.ops.pool"
+numba_max_pool_grad.positive_mask = True  # takes the relu-gradient epilogue
 
 
 # -- registration ---------------------------------------------------------------------------------------------
 register(OpDef("pool", KERNEL, _pool_infer, _pool_reference, grad=_pool_grad, samples=_pool_samples,
                doc="Max or average pooling, channels_last; attrs mode, window, strides, pads."))
 register(OpDef("max_pool_grad", KERNEL, _max_grad_infer, _max_grad_reference, samples=_max_grad_samples,
-               differentiable=False,
+               differentiable=False, extra={"epilogue": True},
                doc="The input gradient of max pooling: each output gradient goes to the first maximum of "
                    "its window (no gradient of its own: piecewise constant in x)."))
 register(OpDef("avg_pool_grad", KERNEL, _avg_grad_infer, _avg_grad_reference, grad=_avg_grad_grad,

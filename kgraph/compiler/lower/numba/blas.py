@@ -83,7 +83,21 @@ dgemm = types.ExternalFunction("kgraph_dgemm", types.void(*([_POINTER] * 13)))
 blas_set_threads = types.ExternalFunction("kgraph_blas_set_threads", types.void(types.int32))
 blas_get_threads = types.ExternalFunction("kgraph_blas_get_threads", types.int32())
 
-KERNEL_NAMES = ("gemm", "blas_set_threads", "blas_get_threads", "array_at")
+KERNEL_NAMES = ("gemm", "blas_set_threads", "blas_get_threads", "array_at", "fetch_add")
+
+
+@intrinsic
+def fetch_add(typingctx, counter, value):
+    """Atomically add `value` to counter[0] (an int64 array) and return the old value: threads
+    claim blocks of work from a shared counter, so one that the OS delays takes fewer."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        amount = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.atomic_rmw("add", array.data, amount, "monotonic")
+    return types.int64(counter, value), codegen
 
 
 @intrinsic

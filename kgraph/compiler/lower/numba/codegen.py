@@ -221,7 +221,10 @@ class KernelWriter:
         operand_b = "mb.T" if node.attrs.get("transpose_b") else "mb"
         args = [a_name, b_name] + [arg_names[i] for i in externals] + ["out"]
         rank = len(node.shape)
-        if rank == 2:
+        if rank == 2 and node.dtype in ("float32", "float64") and all(
+                graph.node(i).dtype == node.dtype for i in (a_id, b_id)):
+            body = self._gemm_rows(node)
+        elif rank == 2:
             body = [f"np.dot({operand_a}, {operand_b}, out)"]
         else:
             if epilogue:
@@ -232,6 +235,23 @@ class KernelWriter:
                                       "out", in_place=matmul_id)
         name = self._emit("matmul", args, body)
         return name, [a_id, b_id] + externals
+
+    def _gemm_rows(self, node):
+        """A 2-D GEMM through kgraph.ops.matmul's kernel: rows split over numba's threads,
+        single-threaded BLAS in each (BLAS's own threads spin against other work)."""
+        import numba
+
+        self.kernel_modules.add("kgraph.ops.matmul")
+        ta, tb = bool(node.attrs.get("transpose_a")), bool(node.attrs.get("transpose_b"))
+        inner = "ma.shape[0]" if ta else "ma.shape[1]"
+        return ["if ma.size == 0 or mb.size == 0:",
+                "    flat = out.reshape(-1)",
+                "    for j in range(flat.shape[0]):",
+                "        flat[j] = 0",
+                "elif out.size:",
+                f"    gemm_rows({np.dtype(node.dtype).itemsize}, {int(ta)}, {int(tb)}, out.shape[0], out.shape[1], "
+                f"{inner}, ma.ctypes.data, ma.shape[1], mb.ctypes.data, mb.shape[1], out.ctypes.data, out.shape[1], "
+                f"{int(numba.config.NUMBA_NUM_THREADS)})"]
 
     def _batched_matmul(self, node, a, b):
         batch = node.shape[:-2]
@@ -361,11 +381,26 @@ class KernelWriter:
         if pattern is not None and pattern[1] in (None,) + tuple(getattr(template, "epilogue", ())):
             bias, activation = pattern
             body = template(node, input_nodes, bias=names.get(bias), activation=activation)
+        elif getattr(template, "positive_mask", False) and _positive_mask(graph, epilogue, heavy_id):
+            body = template(node, input_nodes, positive_mask=True)
         else:
             body = template(node, input_nodes) + _elementwise_body(
                 graph, epilogue, graph.node(group.output).shape, names, "out", in_place=heavy_id)
         name = self._emit(node.op, args + list(names.values()) + ["out"], body)
         return name, inputs + externals
+
+
+def _positive_mask(graph, members, value):
+    """Whether `members` compute value * cast(x > 0) for x the first input of `value`'s op:
+    the gradient of a relu that produced x (max pooling's input), which the kernel applies."""
+    if len(members) != 3:
+        return False
+    greater, cast, multiply = (graph.node(m) for m in members)
+    zero = graph.node(greater.inputs[1]) if greater.op == "greater" else None
+    return (zero is not None and zero.op == "constant" and not np.any(zero.payload)
+            and greater.inputs[0] == graph.node(value).inputs[0]
+            and cast.op == "cast" and cast.inputs == (greater.id,) and cast.dtype == graph.node(value).dtype
+            and multiply.op == "multiply" and sorted(multiply.inputs) == sorted((value, cast.id)))
 
 
 def _bias_activation(graph, members, value):
