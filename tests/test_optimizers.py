@@ -189,9 +189,9 @@ def test_state_layout_matches_keras():
     assert names == [
         "adam/iteration",
         "adam/learning_rate",
-        "adam/w0_momentum",
-        "adam/w1_momentum",
+        "adam/w0_momentum",  # interleaved per variable, as Keras 3 creates (and saves) them
         "adam/w0_velocity",
+        "adam/w1_momentum",
         "adam/w1_velocity",
         "adam/w0_velocity_hat",
         "adam/w1_velocity_hat",
