@@ -37,7 +37,7 @@ KERNEL = "kernel"
 
 # Choice of strategy (measured on the 2-core machine, see docs/design.md).
 GEMM_MIN_FILTERS = 8  # filters per group below which direct loops win
-BLOCK_ELEMENTS = 1 << 16  # im2col block size in elements (256 KiB of float32: L2-resident)
+BLOCK_ELEMENTS = 1 << 17  # values of a block's patches and results (512 KiB of float32: in L2)
 
 
 # -- geometry -------------------------------------------------------------------------------------
@@ -325,10 +325,11 @@ def _canonical(values, fill=1):
     return (fill,) * (3 - len(values)) + tuple(values)
 
 
-def conv_geometry(attrs, x_spatial, kernel, out_spatial, channels_per_group, threads):
-    """The `geo` tuple of a convolution, and whether it takes the GEMM strategy."""
+def conv_geometry(attrs, x_spatial, kernel, out_spatial, channels_per_group, threads, filters=0):
+    """The `geo` tuple of a convolution. A block of rows holds its patches and its results
+    in BLOCK_ELEMENTS values, so both stay in L2 between im2col, GEMM and the epilogue."""
     taps = int(np.prod(kernel))
-    rows = max(1, min(BLOCK_ELEMENTS // max(taps * channels_per_group, 1), 4096))
+    rows = max(1, min(BLOCK_ELEMENTS // max(taps * channels_per_group + filters, 1), 4096))
     pads = _canonical([lo for lo, _ in attrs["pads"]], 0)
     return (_canonical(x_spatial) + _canonical(kernel) + _canonical(out_spatial) + _canonical(attrs["strides"])
             + _canonical(attrs["dilation"]) + pads + (attrs["groups"], rows, threads))
@@ -388,34 +389,50 @@ def _im2col(x, geo, r0, r1, c0, cols):
         od = (line // OH) % OD
         oh = line % OH
         base = r - r0 - ow0  # cols row of position ow is base + ow
+        # Ungrouped with unit dilation along W, the KW taps of one (kd, kh) are KW * C
+        # consecutive values of x: positions whose taps all fall inside copy one run.
+        run_first, run_last = _tap_range(ow0, ow1, SW, -PW, W - KW + 1) if G == 1 and DW == 1 else (ow0, ow0)
         k = 0
         for kd in range(KD):
             id_ = od * SD + kd * DD - PD
             for kh in range(KH):
                 ih_ = oh * SH + kh * DH - PH
                 inside = 0 <= id_ < D and 0 <= ih_ < H
+                if inside and run_first < run_last:
+                    flat = x[nn, id_, ih_].reshape(-1)
+                    run = KW * Cg
+                    for ow in range(run_first, run_last):
+                        start = (ow * SW - PW) * Cg
+                        row = cols[base + ow]
+                        for j in range(run):
+                            row[k + j] = flat[start + j]
+                    lo_part, hi_part = (ow0, run_first), (run_last, ow1)
+                else:
+                    lo_part, hi_part = (ow0, ow1), (ow1, ow1)
                 for kw in range(KW):
                     offset = kw * DW - PW
-                    first, last = _tap_range(ow0, ow1, SW, offset, W) if inside else (ow0, ow0)
-                    for ow in range(ow0, first):
-                        row = cols[base + ow]
-                        for c in range(Cg):
-                            row[k + c] = 0
-                    if first < last:
-                        xline = x[nn, id_, ih_]
-                        if Cg == 1:
-                            for ow in range(first, last):
-                                cols[base + ow, k] = xline[ow * SW + offset, c0]
-                        else:
-                            for ow in range(first, last):
-                                src = xline[ow * SW + offset]
-                                row = cols[base + ow]
-                                for c in range(Cg):
-                                    row[k + c] = src[c0 + c]
-                    for ow in range(last, ow1):
-                        row = cols[base + ow]
-                        for c in range(Cg):
-                            row[k + c] = 0
+                    for part in (lo_part, hi_part):  # the positions the run did not copy
+                        p0, p1 = part
+                        first, last = _tap_range(p0, p1, SW, offset, W) if inside else (p0, p0)
+                        for ow in range(p0, first):
+                            row = cols[base + ow]
+                            for c in range(Cg):
+                                row[k + c] = 0
+                        if first < last:
+                            xline = x[nn, id_, ih_]
+                            if Cg == 1:
+                                for ow in range(first, last):
+                                    cols[base + ow, k] = xline[ow * SW + offset, c0]
+                            else:
+                                for ow in range(first, last):
+                                    src = xline[ow * SW + offset]
+                                    row = cols[base + ow]
+                                    for c in range(Cg):
+                                        row[k + c] = src[c0 + c]
+                        for ow in range(last, p1):
+                            row = cols[base + ow]
+                            for c in range(Cg):
+                                row[k + c] = 0
                     k += Cg
         r = end
 
@@ -446,6 +463,7 @@ def _col2im(dx, geo, r0, r1, c0, cols):
         od = (line // OH) % OD
         oh = line % OH
         base = r - r0 - ow0
+        run_first, run_last = _tap_range(ow0, ow1, SW, -PW, W - KW + 1) if G == 1 and DW == 1 else (ow0, ow0)
         k = 0
         for kd in range(KD):
             id_ = od * SD + kd * DD - PD
@@ -453,18 +471,23 @@ def _col2im(dx, geo, r0, r1, c0, cols):
                 ih_ = oh * SH + kh * DH - PH
                 if 0 <= id_ < D and 0 <= ih_ < H:
                     xline = dx[nn, id_, ih_]
+                    flat = xline.reshape(-1)
+                    run = KW * Cg
+                    for ow in range(run_first, run_last):  # all KW taps inside: one run (see _im2col)
+                        start = (ow * SW - PW) * Cg
+                        row = cols[base + ow]
+                        for j in range(run):
+                            flat[start + j] += row[k + j]
                     for kw in range(KW):
                         offset = kw * DW - PW
                         first, last = _tap_range(ow0, ow1, SW, offset, W)
-                        if Cg == 1:
-                            for ow in range(first, last):
-                                xline[ow * SW + offset, c0] += cols[base + ow, k]
-                        else:
-                            for ow in range(first, last):
-                                dst = xline[ow * SW + offset]
-                                row = cols[base + ow]
-                                for c in range(Cg):
-                                    dst[c0 + c] += row[k + c]
+                        for ow in range(first, last):
+                            if run_first <= ow < run_last:
+                                continue
+                            dst = xline[ow * SW + offset]
+                            row = cols[base + ow]
+                            for c in range(Cg):
+                                dst[c0 + c] += row[k + c]
                         k += Cg
                 else:
                     k += KW * Cg
@@ -849,7 +872,7 @@ def _itemsize(node):
 def _conv_call(entry, node, pointers, x_spatial, kernel, out_spatial, channels, filters, bias, activation):
     """The call of a conv entry: every size literal except the batch `n`."""
     groups = node.attrs["groups"]
-    geo = conv_geometry(node.attrs, x_spatial, kernel, out_spatial, channels // groups, _threads())
+    geo = conv_geometry(node.attrs, x_spatial, kernel, out_spatial, channels // groups, _threads(), filters)
     D, H, W, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW, G, ROWS, NT = geo
     sizes = (D, H, W, channels, KD, KH, KW, filters, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW, G, ROWS, NT)
     gemm_path = _use_gemm(channels // groups, filters // groups)
