@@ -234,7 +234,7 @@ def bench_training(kind, steps, precisions):
         emit(bench=f"{kind} training step", device="gpu (triton)", precision=precision,
              steps_per_s=round(rate, 1), samples_per_s=round(rate * BATCH), vs_numba_cpu=round(rate / cpu_rate, 2),
              first_step_s=round(first, 1), loss=round(loss, 4), kernels=len(gpu_step.program.launches),
-             memory=gpu_step.memory.name)
+             memory=gpu_step.memory.name if gpu_step.memory else "interpreter")
     return results
 
 

@@ -297,6 +297,61 @@ def test_cnn_training_step_matches_numba():
     assert {"conv", "conv_filter_grad", "pool", "max_pool_grad"} <= ops_used
 
 
+def test_the_device_memory_path_runs_a_training_step():
+    """GpuExecutable as on a GPU (staging buffers, device mirrors of the variables, timed
+    matmul configurations, downloads), over device memory emulated in host memory."""
+    from kgraph.compiler.lower.triton.codegen import render_module
+    from kgraph.compiler.passes.fusion import fuse
+    from kgraph.compiler.passes.memory import plan_memory
+    from kgraph.compiler.passes.pipeline import optimize
+    from kgraph.runtime.cache import load_module
+    from kgraph.runtime.gpu import DeviceMemory, GpuExecutable, HostMemory
+
+    _, graph = _mlp_train_graph()
+    variables = graph.variables
+    start = [np.array(v._value) for v in variables]
+    rng = _rng("device-path")
+    batches = [(rng.standard_normal((n, 8)).astype(np.float32), rng.integers(0, 4, n).astype(np.int32))
+               for n in (16, 5, 16)]
+    interpreted = compile_graph_triton(graph)
+    expected_losses = [float(interpreted(x, y)[0]) for x, y in batches]
+    expected = [np.array(v._value) for v in variables]
+
+    for v, value in zip(variables, start):
+        v._value[...] = value
+    optimized = optimize(graph.copy())
+    groups = fuse(optimized)
+    plan = plan_memory(optimized, groups)
+    source, program = render_module(optimized, groups, plan)
+    device = GpuExecutable(optimized, program, load_module(source, prefix="tt"), source, plan, interpret=False,
+                           memory=DeviceMemory(impl=HostMemory()))
+    losses = [float(device(x, y)[0]) for x, y in batches[:2]]
+    device.sync_variables = False  # the last step keeps them on the "device" until pulled
+    losses.append(float(device(*batches[2])[0]))
+    before_pull = [np.array(v._value) for v in variables]
+    device.pull_variables()
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    for v, a, b in zip(variables, [np.array(v._value) for v in variables], expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"variable {v.path}")
+    assert any(not np.array_equal(a, b) for a, b in zip(before_pull, expected))
+
+    # A matmul big enough for several GPU configurations: each is timed, the best kept.
+    mm = Graph("device_matmul")
+    with tracing(mm):
+        a = SymbolicTensor(mm, mm.add_placeholder((None, 64), "float32", "a").id)
+        b = SymbolicTensor(mm, mm.add_placeholder((64, 48), "float32", "b").id)
+        mm.outputs = [ops.relu(ops.matmul(a, b)).node_id]
+    groups = fuse(optimize(mm))
+    plan = plan_memory(mm, groups)
+    source, program = render_module(mm, groups, plan)
+    device = GpuExecutable(mm, program, load_module(source, prefix="tt"), source, plan, interpret=False,
+                           memory=DeviceMemory(impl=HostMemory()))
+    x, w = rng.standard_normal((64, 64)).astype(np.float32), rng.standard_normal((64, 48)).astype(np.float32)
+    np.testing.assert_allclose(device(x, w)[0], np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
+    (timings,) = device.timings.values()
+    assert len(timings) > 1
+
+
 def test_compiling_for_the_gpu_without_one_says_what_is_missing(monkeypatch):
     from kgraph.runtime.gpu import gpu_problem
 
