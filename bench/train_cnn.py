@@ -79,38 +79,38 @@ def bench_kgraph(epochs, label):
 
 
 def profile_kgraph(model, steps=20):
-    """The train step's time per kernel (fusion group), largest first."""
+    """The train step's time per kernel (fusion group), by CPU time (all threads: what other
+    processes' load does not inflate), largest first; elapsed time (TSC) alongside."""
     from kgraph.compiler.lower.numba.profile import profile
 
     x, y = synthetic()
     key = next(k for k in model._compiled_functions if k[0] == "train")
     executable = model._compiled_functions[key]
-    rows, total = profile(executable, [x[:BATCH], y[:BATCH]], steps=steps)
-    kernels = sum(r["seconds"] for r in rows)
-    emit(profile="train step", step_ms=round(total * 1e3, 3), kernels_ms=round(kernels * 1e3, 3),
-         kernels=len(rows), samples_per_s_in_profile=round(BATCH / total))
-    for row in sorted(rows, key=lambda r: -r["seconds"]):
-        if row["share"] < 0.005:
+    rows, total, cpu_total = profile(executable, [x[:BATCH], y[:BATCH]], steps=steps)
+    emit(profile="train step", step_ms=round(total * 1e3, 3), step_cpu_ms=round(cpu_total * 1e3, 3),
+         kernels_ms=round(sum(r["seconds"] for r in rows) * 1e3, 3),
+         kernels_cpu_ms=round(sum(r["cpu_seconds"] for r in rows) * 1e3, 3), kernels=len(rows),
+         samples_per_s_in_profile=round(BATCH / total))
+    for row in sorted(rows, key=lambda r: -r["cpu_seconds"]):
+        if row["cpu_share"] < 0.005:
             continue
         emit(kernel=row["index"], kind=row["kind"], ops=row["ops"][:90], shape=str(row["shape"]),
-             ms=round(row["seconds"] * 1e3, 3), share=round(row["share"], 3))
+             cpu_ms=round(row["cpu_seconds"] * 1e3, 3), cpu_share=round(row["cpu_share"], 3),
+             ms=round(row["seconds"] * 1e3, 3))
 
 
-def bench_torch(epochs, label="pytorch-eager"):
-    try:
-        import torch
-    except ImportError:
-        emit(framework=label, skipped="torch is not installed")
-        return None
-    x, y = synthetic()
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    yt = torch.from_numpy(y.astype("int64"))
+def build_torch():
+    import torch
+
     nn = torch.nn
     model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(),
                           nn.Linear(128, CLASSES))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
+    x, y = synthetic()
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y.astype("int64"))
 
     def epoch():
         permutation = torch.randperm(SAMPLES)
@@ -121,18 +121,61 @@ def bench_torch(epochs, label="pytorch-eager"):
             loss.backward()
             optimizer.step()
 
+    return epoch
+
+
+def timed_epoch(epoch):
+    """(samples/s, CPU seconds per step): the CPU time of all threads, which the load of
+    other processes does not inflate (threads that spin while they wait count)."""
+    start, cpu = time.perf_counter(), time.process_time()
     epoch()
-    start = time.perf_counter()
-    for _ in range(epochs):
-        epoch()
-    rate = SAMPLES * epochs / (time.perf_counter() - start)
-    emit(framework=label, train_samples_per_s=round(rate), threads=torch.get_num_threads())
-    return rate
+    return SAMPLES / (time.perf_counter() - start), (time.process_time() - cpu) / (SAMPLES / BATCH)
+
+
+def compare(model, rounds, label="pytorch-eager"):
+    """kgraph and PyTorch epochs alternated `rounds` times (other processes' load falls on both alike)."""
+    try:
+        import torch
+    except ImportError:
+        emit(framework=label, skipped="torch is not installed")
+        return
+    torch_epoch = build_torch()
+    torch_epoch()  # warm-up
+    x, y = synthetic()
+
+    def kgraph_epoch():
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(timed_epoch(kgraph_epoch))
+        theirs.append(timed_epoch(torch_epoch))
+    rates, cpus = [r for r, _ in ours], [c for _, c in ours]
+    torch_rates, torch_cpus = [r for r, _ in theirs], [c for _, c in theirs]
+    emit(framework="kgraph", run="alternating", train_samples_per_s=[round(r) for r in rates],
+         cpu_ms_per_step=[round(c * 1e3, 1) for c in cpus])
+    emit(framework=label, run="alternating", train_samples_per_s=[round(r) for r in torch_rates],
+         cpu_ms_per_step=[round(c * 1e3, 1) for c in torch_cpus], threads=torch.get_num_threads())
+    emit(comparison=f"kgraph/{label} training samples/s",
+         median_ratio=round(float(np.median(rates) / np.median(torch_rates)), 2),
+         best_ratio=round(max(rates) / max(torch_rates), 2),
+         cpu_time_ratio=round(float(np.median(torch_cpus) / np.median(cpus)), 2),
+         kgraph_median=round(float(np.median(rates))), torch_median=round(float(np.median(torch_rates))))
+
+
+def torch_only(rounds, label):
+    torch_epoch = build_torch()
+    torch_epoch()
+    measured = [timed_epoch(torch_epoch) for _ in range(rounds)]
+    rates = [r for r, _ in measured]
+    emit(framework=label, train_samples_per_s=[round(r) for r in rates], median=round(float(np.median(rates))),
+         cpu_ms_per_step=[round(c * 1e3, 1) for _, c in measured])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6, help="alternating kgraph/PyTorch epochs")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--child", choices=["kgraph", "torch-keep-memory"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,24 +183,15 @@ def main():
         bench_kgraph(args.epochs, "fresh-process")
         return
     if args.child == "torch-keep-memory":
-        bench_torch(args.epochs, "pytorch-eager-keep-freed-memory")
+        torch_only(args.rounds, "pytorch-eager-keep-freed-memory")
         return
-    model, kgraph_rate = bench_kgraph(args.epochs, "first-process")
-    torch_rate = bench_torch(args.epochs)
-    if torch_rate:  # kgraph measured before and after torch: load changes weigh on both alike
-        start = time.perf_counter()
-        x, y = synthetic()
-        model.fit(x, y, batch_size=BATCH, epochs=args.epochs, verbose=0)
-        again = SAMPLES * args.epochs / (time.perf_counter() - start)
-        emit(framework="kgraph", run="after-pytorch", train_samples_per_s=round(again))
-        kgraph_rate = (kgraph_rate + again) / 2
-        emit(comparison="kgraph/pytorch-eager training samples/s", ratio=round(kgraph_rate / torch_rate, 2))
+    model, _ = bench_kgraph(args.epochs, "first-process")
+    compare(model, args.rounds)
     subprocess.run([sys.executable, __file__, "--child", "kgraph", "--epochs", str(args.epochs)], check=True,
                    env=dict(os.environ))
-    if torch_rate:
-        env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="1000000000", MALLOC_MMAP_THRESHOLD_="1000000000")
-        subprocess.run([sys.executable, __file__, "--child", "torch-keep-memory", "--epochs", str(args.epochs)],
-                       check=True, env=env)
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="1000000000", MALLOC_MMAP_THRESHOLD_="1000000000")
+    subprocess.run([sys.executable, __file__, "--child", "torch-keep-memory", "--rounds", str(args.rounds)],
+                   check=False, env=env)
     if not args.no_profile:
         profile_kgraph(model)
 

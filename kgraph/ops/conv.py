@@ -306,6 +306,9 @@ def _filter_grad_samples(rng):
 # (D, H, W, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW, groups, block rows, threads).
 # The names gemm, blas_get_threads and blas_set_threads come from the backend (numba/blas.py).
 # Epilogue: `bias` (F values, or none) and `act` (0: none, 1: relu) applied to each finished block.
+# Inner loops index views from 0 with their loop variable: an index numba cannot prove
+# non-negative gets a wraparound test, which turns a vector copy into gathers and scatters
+# (im2col ran 5x slower that way).
 
 # Provided by the backend when it loads the kernels (kgraph.compiler.lower.numba.kernels.load);
 # as plain Python (prange = range) the kernels run unchanged, slowly, for debugging.
@@ -403,9 +406,10 @@ def _im2col(x, geo, r0, r1, c0, cols):
                     run = KW * Cg
                     for ow in range(run_first, run_last):
                         start = (ow * SW - PW) * Cg
-                        row = cols[base + ow]
-                        for j in range(run):
-                            row[k + j] = flat[start + j]
+                        dst = cols[base + ow, k:k + run]
+                        src = flat[start:start + run]
+                        for j in range(run):  # (indices from 0: no wraparound test, a vector copy)
+                            dst[j] = src[j]
                     lo_part, hi_part = (ow0, run_first), (run_last, ow1)
                 else:
                     lo_part, hi_part = (ow0, ow1), (ow1, ow1)
@@ -415,9 +419,9 @@ def _im2col(x, geo, r0, r1, c0, cols):
                         p0, p1 = part
                         first, last = _tap_range(p0, p1, SW, offset, W) if inside else (p0, p0)
                         for ow in range(p0, first):
-                            row = cols[base + ow]
+                            dst = cols[base + ow, k:k + Cg]
                             for c in range(Cg):
-                                row[k + c] = 0
+                                dst[c] = 0
                         if first < last:
                             xline = x[nn, id_, ih_]
                             if Cg == 1:
@@ -425,14 +429,14 @@ def _im2col(x, geo, r0, r1, c0, cols):
                                     cols[base + ow, k] = xline[ow * SW + offset, c0]
                             else:
                                 for ow in range(first, last):
-                                    src = xline[ow * SW + offset]
-                                    row = cols[base + ow]
+                                    src = xline[ow * SW + offset, c0:c0 + Cg]
+                                    dst = cols[base + ow, k:k + Cg]
                                     for c in range(Cg):
-                                        row[k + c] = src[c0 + c]
+                                        dst[c] = src[c]
                         for ow in range(last, p1):
-                            row = cols[base + ow]
+                            dst = cols[base + ow, k:k + Cg]
                             for c in range(Cg):
-                                row[k + c] = 0
+                                dst[c] = 0
                     k += Cg
         r = end
 
@@ -444,8 +448,9 @@ def _zero_images_from(dx, P, r0, r1):
     image = dx.shape[1] * dx.shape[2] * dx.shape[3] * dx.shape[4]
     flat = dx.reshape(-1)
     for nn in range((r0 + P - 1) // P, (r1 + P - 1) // P):
-        for k in range(nn * image, (nn + 1) * image):
-            flat[k] = 0
+        zeros = flat[nn * image:(nn + 1) * image]
+        for k in range(image):
+            zeros[k] = 0
 
 
 @numba_kernel()
@@ -475,19 +480,20 @@ def _col2im(dx, geo, r0, r1, c0, cols):
                     run = KW * Cg
                     for ow in range(run_first, run_last):  # all KW taps inside: one run (see _im2col)
                         start = (ow * SW - PW) * Cg
-                        row = cols[base + ow]
+                        dst = flat[start:start + run]
+                        src = cols[base + ow, k:k + run]
                         for j in range(run):
-                            flat[start + j] += row[k + j]
+                            dst[j] += src[j]
                     for kw in range(KW):
                         offset = kw * DW - PW
                         first, last = _tap_range(ow0, ow1, SW, offset, W)
                         for ow in range(first, last):
                             if run_first <= ow < run_last:
                                 continue
-                            dst = xline[ow * SW + offset]
-                            row = cols[base + ow]
+                            dst = xline[ow * SW + offset, c0:c0 + Cg]
+                            src = cols[base + ow, k:k + Cg]
                             for c in range(Cg):
-                                dst[c0 + c] += row[k + c]
+                                dst[c] += src[c]
                         k += Cg
                 else:
                     k += KW * Cg

@@ -350,9 +350,9 @@ def pool_kernel(x, out, geo, average):
 def _zero_image(dx, nn):
     """Zero image nn of dx, right before the rows that add into it (while it stays in cache)."""
     image = dx.shape[1] * dx.shape[2] * dx.shape[3] * dx.shape[4]
-    flat = dx.reshape(-1)
-    for k in range(nn * image, (nn + 1) * image):
-        flat[k] = 0
+    zeros = dx.reshape(-1)[nn * image:(nn + 1) * image]
+    for k in range(image):  # (from 0: a vector loop, see conv.py)
+        zeros[k] = 0
 
 
 @numba_kernel()
@@ -415,8 +415,9 @@ def _max_pool_grad_images(x, g, dx, geo, counter, positive):
                                 for kw in range(KW):
                                     id_, ih_, iw_ = od * SD + kd, oh * SH + kh, ow * SW + kw
                                     base = (((nn * D + id_) * H + ih_) * W + iw_) * C
+                                    dst = flat[base:base + C]
                                     for c in range(C):
-                                        flat[base + c] = gr[c] if where[c] == base + c else 0
+                                        dst[c] = gr[c] if where[c] == base + c else 0
                     else:
                         for c in range(C):
                             k = where[c]
