@@ -130,5 +130,6 @@ def profile(executable, inputs, steps=20, warmup=2):
         rows.append({"index": index, "kind": group.kind, "ops": "+".join(graph.node(n).op for n in group.nodes),
                      "shape": graph.node(group.output).shape, "seconds": seconds,
                      "share": seconds / kernel_total if kernel_total else 0.0,
-                     "cpu_seconds": work / 1e9 / steps, "cpu_share": work / 1e9 / steps / cpu_kernels if cpu_kernels else 0.0})
+                     "cpu_seconds": work / 1e9 / steps,
+                     "cpu_share": work / 1e9 / steps / cpu_kernels if cpu_kernels else 0.0})
     return rows, total, cpu_total
