@@ -189,25 +189,25 @@ def test_forward_triton_matches_reference(case, dynamic):
                         **FORWARD_TOLERANCE)
 
 
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_backward_triton_matches_reference(case):
+def test_backward_triton_matches_reference(case, dynamic):
     _skip_unrendered(case)
     if not case.has_gradient():
         pytest.skip("not differentiable")
-    graph = _graph(case, [x.shape for x in case.inputs], True)
-    needed = {graph.node(i).op for i in graph.nx.nodes}
-    missing = sorted(op for op in needed if op in OPS and rendered(op))
-    if missing:
-        pytest.skip(f"the backward graph needs ops the Triton backend does not render yet: {missing}")
-    _, executable, feeds = _compiled(case.id, False, True)
-    feed = list(feeds[0])
-    out = case.reference(feed)
-    feed.append(_rng(case.id, "weights").standard_normal(out.shape).astype(out.dtype))
-    actual = [np.array(a) for a in executable(*feed)]
-    expected = evaluate(graph, feed)[0]
-    for k, (a, e) in enumerate(zip(actual, expected)):
-        scale = float(np.max(np.abs(e), initial=1.0))
-        _assert_matches(a, e, f"{case.id}: output {k} of the backward graph", rtol=1e-4, atol=1e-5 * scale)
+    compiled = _compiled(case.id, dynamic, True)
+    if compiled is None:
+        pytest.skip("no dynamic-batch variant of this case")
+    graph, executable, feeds = compiled
+    for run, feed in enumerate(feeds):
+        out = case.reference(feed)
+        feed = list(feed) + [_rng(case.id, "weights", run).standard_normal(out.shape).astype(out.dtype)]
+        actual = [np.array(a) for a in executable(*feed)]
+        expected = evaluate(graph, feed)[0]
+        for k, (a, e) in enumerate(zip(actual, expected)):
+            scale = float(np.max(np.abs(e), initial=1.0))
+            _assert_matches(a, e, f"{case.id}: output {k} of the backward graph at input shapes "
+                            f"{[x.shape for x in feed]}", rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_random_uniform_is_bit_identical_to_the_reference():
@@ -351,6 +351,23 @@ def test_the_device_memory_path_runs_a_training_step():
     (timings,) = device.timings.values()
     assert len(timings) > 1
 
+    # conv_filter_grad splits its long reduction over programs that add up atomically.
+    cg = Graph("device_filter_grad")
+    attrs = dict(strides=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), groups=1, kernel_size=(3, 3))
+    with tracing(cg):
+        x = SymbolicTensor(cg, cg.add_placeholder((None, 10, 10, 3), "float32", "x").id)
+        g = SymbolicTensor(cg, cg.add_placeholder((None, 8, 8, 4), "float32", "g").id)
+        cg.outputs = [bind("conv_filter_grad", [x, g], **attrs).node_id]
+    groups = fuse(optimize(cg))
+    plan = plan_memory(cg, groups)
+    source, program = render_module(cg, groups, plan)
+    device = GpuExecutable(cg, program, load_module(source, prefix="tt"), source, plan, interpret=False,
+                           memory=DeviceMemory(impl=HostMemory()))
+    feed = [rng.standard_normal(shape).astype(np.float32) for shape in ((8, 10, 10, 3), (8, 8, 8, 4))]
+    np.testing.assert_allclose(device(*feed)[0], OPS["conv_filter_grad"].reference(attrs, *feed), rtol=1e-4,
+                               atol=1e-4)
+    assert max(call[3].get("SPLIT_K", 1) for call in device._states[8].calls) > 1
+
 
 def test_compiling_for_the_gpu_without_one_says_what_is_missing(monkeypatch):
     from kgraph.runtime.gpu import gpu_problem
@@ -383,6 +400,8 @@ def test_every_generated_kernel_compiles_to_ptx(tmp_path):
             continue
         for dynamic in (False, True):
             _compiled(case.id, dynamic, False)
+            if case.has_gradient():
+                _compiled(case.id, dynamic, True)
     _mlp = _mlp_train_graph()[1]
     GENERATED.append((compile_graph_triton(_mlp), [32]))
     specs, seen = [], set()

@@ -176,6 +176,29 @@ def _matmul_configs(m_of, n_of, k_of):
     return configs
 
 
+GPU_PROGRAMS = 264  # about two waves of an H100's 132 SMs: what split-K aims to fill
+
+
+def _split_k_configs(m_of, n_of, k_of, groups):
+    """One configuration (the runtime does not time it: its atomic adds are not idempotent)."""
+    def configs(n, interpret):
+        m, cols, k = m_of(n), n_of(n), k_of(n)
+        meta = _matmul_configs(m_of, n_of, k_of)(n, interpret)[0]
+        if interpret:
+            return [dict(meta, SPLIT_K=1)]
+        tiles = -(-m // meta["BLOCK_M"]) * -(-cols // meta["BLOCK_N"]) * groups
+        split = max(1, min(-(-GPU_PROGRAMS // tiles), k // (4 * meta["BLOCK_K"])))
+        return [dict(meta, SPLIT_K=split)]
+    return configs
+
+
+def _split_k_grid(m_of, n_of, groups):
+    def grid(n, meta):
+        return (max(1, -(-m_of(n) // meta["BLOCK_M"])), max(1, -(-n_of(n) // meta["BLOCK_N"])),
+                groups * meta["SPLIT_K"])
+    return grid
+
+
 def _matmul_grid(m_of, n_of, batch_of):
     def grid(n, meta):
         return (max(1, -(-m_of(n) // meta["BLOCK_M"])), max(1, -(-n_of(n) // meta["BLOCK_N"])),
@@ -600,10 +623,22 @@ class KernelWriter:
 
             lines, result = _expression_lines(graph, epilogue, load)
             body += lines
-        body.append(f"tl.store(out + flat, {result}, mask=mask)")
-        name = self._emit(node.op, list(names) + list(arg.values()) + ["out"], ["BLOCK_M", "BLOCK_N", "BLOCK_K"], body)
         m_of, n_of = _size_fn(m_dims), _size_fn(n_dims)
         k_of = _size_fn(conv_templates.conv_k_dims(node, inputs))
+        if node.op == "conv_filter_grad" and not epilogue:
+            body += ["if SPLIT_K == 1:",
+                     f"    tl.store(out + flat, {result}, mask=mask)",
+                     "else:",
+                     f"    tl.atomic_add(out + flat, {result}, mask=mask)"]
+            name = self._emit(node.op, list(names) + ["out"], ["BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K"], body)
+            size = _size_fn(graph.node(group.output).shape)
+            zero = Launch("fill_kernel", [group.output, size, lambda n: 0], _flat_grid(size), _flat_configs(size),
+                          from_helpers=True)
+            gemm = Launch(name, list(node.inputs) + [group.output], _split_k_grid(m_of, n_of, groups),
+                          _split_k_configs(m_of, n_of, k_of, groups))
+            return [zero, gemm]
+        body.append(f"tl.store(out + flat, {result}, mask=mask)")
+        name = self._emit(node.op, list(names) + list(arg.values()) + ["out"], ["BLOCK_M", "BLOCK_N", "BLOCK_K"], body)
         return Launch(name, list(node.inputs) + externals + [group.output],
                       _matmul_grid(m_of, n_of, lambda n: groups), _matmul_configs(m_of, n_of, k_of),
                       idempotent=True)

@@ -142,13 +142,19 @@ def conv_body(node, inputs, precision):
     Cg, Fg = C // groups, F // groups
     m_dims = tuple(K) + (Cg,)
     k_dims = (x.shape[0],) + tuple(O)
+    # Split-K: the reduction (over batch and output pixels) is long and the output small, so
+    # grid axis 2 also splits the reduction into SPLIT_K chunks that add up atomically.
+    lines[-1] = "grp = tl.program_id(2) // SPLIT_K"
     lines += [f"M = {_prod(m_dims)}", f"KT = {_prod(k_dims)}", "rmask = rm < M", f"cmask = rn < {Fg}",
-              f"c = rm % {Cg}"]
+              f"c = rm % {Cg}",
+              "chunk = tl.cdiv(tl.cdiv(KT, SPLIT_K), BLOCK_K) * BLOCK_K",
+              "k_start = (tl.program_id(2) % SPLIT_K) * chunk",
+              "k_stop = tl.minimum(k_start + chunk, KT)"]
     lines += decompose(f"(rm // {Cg})", K, [s.format("t") for s in spatial])
     lines += [f"acc = tl.zeros((BLOCK_M, BLOCK_N), {acc_dtype})",
-              "for k0 in range(0, KT, BLOCK_K):",
+              "for k0 in range(k_start, k_stop, BLOCK_K):",
               "    kk = k0 + tl.arange(0, BLOCK_K)",
-              "    kmask = kk < KT"]
+              "    kmask = kk < k_stop"]
     body = decompose("kk", k_dims, ["bn"] + [s.format("o") for s in spatial])
     valid = "rmask[:, None] & kmask[None, :]"
     coords = ["bn[None, :]"]
