@@ -7,7 +7,10 @@
 - a full training step of a small Dense model (forward, loss, backward, Adam, metrics)
   rendered to Triton equals the numba step, variables included;
 - every kernel these tests generate compiles ahead of time to PTX for sm_90 and sm_80
-  with triton.compile (no GPU needed), in a subprocess that does not interpret.
+  with triton.compile (no GPU needed), in a subprocess that does not interpret. Results
+  land in Triton's cache (under kgraph's): a cold run compiles about 1,500 kernels per
+  target (many minutes on 2 cores), a warm one takes seconds; KGRAPH_PTX_CHECK=sample
+  compiles one kernel per template kind instead.
 
 Tests skip when Triton (the `gpu` extra) is not installed.
 """
@@ -412,6 +415,11 @@ def test_every_generated_kernel_compiles_to_ptx(tmp_path):
             if key not in seen:
                 seen.add(key)
                 specs.append(spec)
+    if os.environ.get("KGRAPH_PTX_CHECK") == "sample":  # a quick run: one kernel per template kind
+        kinds = {}
+        for spec in specs:
+            kinds.setdefault(spec["kernel"].split("_", 1)[-1], spec)
+        specs = list(kinds.values())
     path = tmp_path / "specs.json"
     path.write_text(json.dumps(specs))
     # A process per target, side by side. Triton's cache is kgraph's (TRITON_CACHE_DIR under
