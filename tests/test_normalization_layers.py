@@ -149,3 +149,15 @@ def test_gradients_match_finite_differences(make):
         minus[index] -= 1e-6
         numeric[index] = (evaluate(graph, [plus])[0][0] - evaluate(graph, [minus])[0][0]) / 2e-6
     np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [BatchNormalization(momentum=0.5), LayerNormalization(epsilon=1e-5),
+                                   GroupNormalization(groups=2), UnitNormalization(), RMSNormalization(),
+                                   ReLU(max_value=2.0), LeakyReLU(0.1), PReLU(shared_axes=[1]), ELU(0.5),
+                                   Softmax(axis=1), Embedding(5, 2), GaussianNoise(0.1), GaussianDropout(0.2),
+                                   AlphaDropout(0.1), SpatialDropout2D(0.3), ActivityRegularization(l1=0.1)],
+                         ids=lambda layer: type(layer).__name__)
+def test_config_round_trip(layer):
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
