@@ -284,13 +284,14 @@ def _rebuild(root, name, document, variables, constants):
 
 def export_archive(model, filepath, input_signature=None, verbose=True):
     """`model.export(path)`: an archive with one endpoint, "serve" (inference)."""
+    from types import SimpleNamespace
+
     from kgraph.exporters.onnx import _input_specs
-    from kgraph.layers.layer import InputSpec
 
     specs = _input_specs(model, input_signature)
-    signature = [InputSpec(shape=(None,) + tuple(shape), dtype=dtype) for shape, dtype in specs]
-    for spec, name in zip(signature, model._input_names() or []):
-        spec.name = name
+    names = model._input_names() or [f"input_{i}" for i in range(len(specs))]
+    signature = [SimpleNamespace(shape=(None,) + tuple(shape), dtype=dtype, name=name)
+                 for (shape, dtype), name in zip(specs, names)]
     archive = ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
