@@ -316,6 +316,15 @@ gemm = blas_get_threads = blas_set_threads = array_at = None
 prange = range
 
 
+def denormals_off():
+    """Flush denormals in this thread (the backend's version; plain Python leaves them)."""
+    return 0
+
+
+def denormals_restore(state):
+    pass
+
+
 def fetch_add(counter, value):
     """counter[0] += value, returning the old value (the backend's version is atomic)."""
     old = counter[0]
@@ -607,10 +616,12 @@ def conv_forward_kernel(x, w, out, geo, bias, act, use_gemm, pointwise):
     saved = blas_get_threads()
     blas_set_threads(1)  # one BLAS thread per caller inside the parallel region
     for _ in prange(nt):
+        fp_state = denormals_off()  # (each worker thread flushes denormals too)
         if use_gemm:
             _forward_gemm(x, w, O, geo, counter, blocks, bias, act, pointwise)
         else:
             _forward_direct(x, w, O, geo, counter, blocks, bias, act)
+        denormals_restore(fp_state)
     blas_set_threads(saved)
 
 
@@ -718,7 +729,9 @@ def conv_input_grad_kernel(g, w, dx, geo, bias, act, use_gemm, pointwise):
     saved = blas_get_threads()
     blas_set_threads(1)
     for _ in prange(nt):
+        fp_state = denormals_off()  # (each worker thread flushes denormals too)
         _input_grad_images(g, w, dx, geo, counter, bias, act, use_gemm, pointwise)
+        denormals_restore(fp_state)
     blas_set_threads(saved)
 
 
@@ -809,7 +822,9 @@ def conv_filter_grad_kernel(x, g, dw, geo, use_gemm, pointwise):
     saved = blas_get_threads()
     blas_set_threads(1)
     for t in prange(nt):
+        fp_state = denormals_off()  # (each worker thread flushes denormals too)
         _filter_grad_rows(x, g, partial[t], geo, counter, blocks, use_gemm, pointwise)
+        denormals_restore(fp_state)
     blas_set_threads(saved)
     for k in range(out.shape[0]):
         s = partial[0, k]

@@ -101,6 +101,14 @@ gemm = blas_get_threads = blas_set_threads = None  # provided by the backend whe
 prange = range
 
 
+def denormals_off():
+    return 0
+
+
+def denormals_restore(state):
+    pass
+
+
 @numba_kernel(parallel=True)
 def _gemm_rows(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, itemsize, threads):
     work = m * n * k
@@ -111,10 +119,12 @@ def _gemm_rows(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, itemsize, threads):
     saved = blas_get_threads()
     blas_set_threads(1)
     for t in prange(nt):
+        fp_state = denormals_off()  # (each worker thread flushes denormals too)
         r0 = t * m // nt
         r1 = (t + 1) * m // nt
         offset = r0 * itemsize if ta else r0 * lda * itemsize
         gemm(ta, tb, r1 - r0, n, k, a + offset, lda, b, ldb, c + r0 * ldc * itemsize, ldc, 0.0, itemsize)
+        denormals_restore(fp_state)
     blas_set_threads(saved)
 
 

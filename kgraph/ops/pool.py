@@ -278,6 +278,15 @@ array_at = None
 prange = range
 
 
+def denormals_off():
+    """Flush denormals in this thread (the backend's version; plain Python leaves them)."""
+    return 0
+
+
+def denormals_restore(state):
+    pass
+
+
 def fetch_add(counter, value):
     """counter[0] += value, returning the old value (the backend's version is atomic)."""
     old = counter[0]
@@ -343,7 +352,9 @@ def pool_kernel(x, out, geo, average):
     nt = max(1, min(NT, lines))
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
+        fp_state = denormals_off()  # (each worker thread flushes denormals too)
         _pool_lines(x, O, geo, counter, lines, average)
+        denormals_restore(fp_state)
 
 
 @numba_kernel()
@@ -432,7 +443,9 @@ def max_pool_grad_kernel(x, g, dx, geo, positive):
     nt = max(1, min(geo[20], n))
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
+        fp_state = denormals_off()  # (each worker thread flushes denormals too)
         _max_pool_grad_images(x, g, dx, geo, counter, positive)
+        denormals_restore(fp_state)
 
 
 @numba_kernel()
@@ -486,7 +499,9 @@ def avg_pool_grad_kernel(g, dx, geo):
     nt = max(1, min(geo[20], n))
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
+        fp_state = denormals_off()  # (each worker thread flushes denormals too)
         _avg_pool_grad_images(g, dx, geo, counter)
+        denormals_restore(fp_state)
 
 
 @numba_kernel()
@@ -561,7 +576,9 @@ def upsample_kernel(x, out, sd, sh, sw, linear, adjoint, threads):
     nt = max(1, min(threads, x.shape[0]))
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
+        fp_state = denormals_off()  # (each worker thread flushes denormals too)
         _upsample_images(x, out, counter, td, th, tw, adjoint)
+        denormals_restore(fp_state)
 
 
 @numba_entry(27)

@@ -1,7 +1,7 @@
 """Compiles the kernels that heavy ops define next to themselves (see kgraph.ops.kernels).
 
 `load(module)` gives the module the backend names its kernels use (BLAS `gemm`, BLAS
-thread control, `prange`, `array_at`), compiles its `numba_kernel` functions with
+thread control, `prange`, `array_at`, `fetch_add`, denormal flushing), compiles its `numba_kernel` functions with
 numba.njit and its `numba_entry` functions as C callbacks (numba.cfunc), all with
 cache=True, and registers each entry's address with LLVM under a symbol name.
 Generated modules call the entries as `ExternalFunction`s of that name, so numba neither
@@ -47,7 +47,7 @@ def _compile(module):
     import llvmlite.binding as llvm
     from numba import cfunc, njit, prange, types
 
-    from kgraph.compiler.lower.numba import blas
+    from kgraph.compiler.lower.numba import blas, fpenv
 
     try:  # cached callbacks with parallel regions need numba's threading symbols loaded
         from numba.np.ufunc.parallel import _launch_threads
@@ -59,6 +59,8 @@ def _compile(module):
     for name in blas.KERNEL_NAMES:
         names[name] = getattr(blas, name)
     names["prange"] = prange
+    names["denormals_off"] = fpenv.denormals_off
+    names["denormals_restore"] = fpenv.denormals_restore
     for name, value in list(names.items()):
         options = getattr(value, "numba_options", None)
         if options is not None and inspect.isfunction(value):
@@ -77,6 +79,6 @@ def _compile(module):
 def source_hash():
     """A digest of the kernel sources (and the BLAS bindings) generated modules call."""
     digest = hashlib.sha256()
-    for name in KERNEL_MODULES + ("kgraph.compiler.lower.numba.blas",):
+    for name in KERNEL_MODULES + ("kgraph.compiler.lower.numba.blas", "kgraph.compiler.lower.numba.fpenv"):
         digest.update(inspect.getsource(importlib.import_module(name)).encode())
     return digest.hexdigest()[:16]
