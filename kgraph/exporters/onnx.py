@@ -94,11 +94,15 @@ class Emitter:
 
         Values and nodes are named after the kgraph node they come from (`matmul_18`,
         node `matmul_18_MatMul`), so KGRAPH_DUMP listings and the ONNX graph line up."""
+        return self.op_outputs(op_type, inputs, 1, **attrs)[0]
+
+    def op_outputs(self, op_type, inputs, count, **attrs):
+        """Append one ONNX node with `count` outputs; returns their names."""
         origin = f"{self.node.op}_{self.node.id}" if self.node is not None else "batch"
-        output = self.unique(origin)
-        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=self.unique(f"{origin}_{op_type}"),
+        outputs = [self.unique(origin) for _ in range(count)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outputs, name=self.unique(f"{origin}_{op_type}"),
                                            **attrs))
-        return output
+        return outputs
 
     def initializer(self, array, base):
         name = self.unique(base)

@@ -387,6 +387,228 @@ def _random(e, node, *inputs):
                           "generators draw different numbers); export the model in inference mode")
 
 
+# -- convolution, pooling, upsampling -----------------------------------------------------------------
+# kgraph's tensors are channels_last (N, *spatial, C) with kernels (*kernel, C // groups, F);
+# ONNX's Conv, ConvTranspose and pooling ops are channels_first with (F, C // groups, *kernel)
+# weights, so each entry transposes on the way in and out (onnxruntime folds the transposes
+# of initializers and cancels back-to-back pairs). A negative pad (a crop) is a Slice
+# before the op (ONNX pads are non-negative); gradients pad the cropped rows back with zeros.
+def _channels_first(e, name, rank):
+    return e.op("Transpose", [name], perm=[0, rank + 1] + list(range(1, rank + 1)))
+
+
+def _channels_last(e, name, rank):
+    return e.op("Transpose", [name], perm=[0] + list(range(2, rank + 2)) + [1])
+
+
+def _onnx_kernel(e, w, dtype):
+    """A kgraph kernel (*kernel, C // groups, F) as ONNX's (F, C // groups, *kernel)."""
+    rank = len(w.shape) - 2
+    return e.op("Transpose", [e.cast(w, dtype)], perm=[rank + 1, rank] + list(range(rank)))
+
+
+def _crop(e, name, pads):
+    """`name` (spatial axes from 2) cropped where a pad is negative; (value, non-negative pads)."""
+    starts, ends, axes = [], [], []
+    for axis, (lo, hi) in enumerate(pads):
+        if lo < 0 or hi < 0:
+            starts.append(max(-lo, 0))
+            ends.append(hi if hi < 0 else INT64_MAX)
+            axes.append(axis + 2)
+    if axes:
+        name = e.op("Slice", [name, e.ints(starts), e.ints(ends), e.ints(axes)])
+    return name, _clamped(pads)
+
+
+def _clamped(pads):
+    return [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+
+
+def _uncrop(e, name, pads, dtype):
+    """The adjoint of `_crop`: zeros put back where a pad was negative."""
+    if all(lo >= 0 and hi >= 0 for lo, hi in pads):
+        return name
+    low = [0, 0] + [max(-lo, 0) for lo, _ in pads]
+    high = [0, 0] + [max(-hi, 0) for _, hi in pads]
+    return e.op("Pad", [name, e.ints(low + high), e.const(0, dtype)], mode="constant")
+
+
+def _cropped(spatial, pads):
+    return [n + min(lo, 0) + min(hi, 0) for n, (lo, hi) in zip(spatial, pads)]
+
+
+def _onnx_pads(pads):
+    return [lo for lo, _ in pads] + [hi for _, hi in pads]
+
+
+def _output_padding(spatial, out_spatial, kernel, strides, dilation, pads):
+    """ConvTranspose's output_padding that makes its result `spatial` long: what a strided
+    convolution of that length left over past its last window."""
+    return [n - (s * (o - 1) + (k - 1) * d + 1 - lo - hi)
+            for n, o, k, s, d, (lo, hi) in zip(spatial, out_spatial, kernel, strides, dilation, pads)]
+
+
+def _conv(e, node, x, w):
+    attrs, rank = node.attrs, len(x.shape) - 2
+    value, pads = _crop(e, _channels_first(e, e.cast(x, node.dtype), rank), attrs["pads"])
+    y = e.op("Conv", [value, _onnx_kernel(e, w, node.dtype)], kernel_shape=list(w.shape[:-2]),
+             strides=list(attrs["strides"]), dilations=list(attrs["dilation"]), pads=_onnx_pads(pads),
+             group=int(attrs["groups"]))
+    return _channels_last(e, y, rank)
+
+
+def _conv_input_grad(e, node, g, w):
+    """ConvTranspose (the adjoint of Conv), its output_padding giving back the input length."""
+    attrs, rank = node.attrs, len(g.shape) - 2
+    kernel = list(w.shape[:-2])
+    spatial = _cropped(attrs["input_shape"], attrs["pads"])
+    pads = _clamped(attrs["pads"])
+    y = e.op("ConvTranspose", [_channels_first(e, e.cast(g, node.dtype), rank), _onnx_kernel(e, w, node.dtype)],
+             kernel_shape=kernel, strides=list(attrs["strides"]), dilations=list(attrs["dilation"]),
+             pads=_onnx_pads(pads), group=int(attrs["groups"]),
+             output_padding=_output_padding(spatial, g.shape[1:-1], kernel, attrs["strides"], attrs["dilation"],
+                                            pads))
+    return _channels_last(e, _uncrop(e, y, attrs["pads"], node.dtype), rank)
+
+
+def _conv_filter_grad(e, node, x, g):
+    """A Conv with the roles swapped: the input's channels as the batch, its batch as the
+    channels, the upstream gradient as the kernel, strides and dilation exchanged. Groups
+    stay groups: the input is laid out (C // groups, groups * N, *spatial)."""
+    attrs, rank = node.attrs, len(x.shape) - 2
+    groups, kernel = int(attrs["groups"]), list(attrs["kernel_size"])
+    channels, spatial = x.shape[-1], list(x.shape[1:-1])
+    per_group = channels // groups
+    value = e.cast(x, node.dtype)
+    if groups == 1:
+        value = e.op("Transpose", [value], perm=[rank + 1, 0] + list(range(1, rank + 1)))
+    else:
+        value = e.op("Reshape", [value, e.ints([-1] + spatial + [groups, per_group])])
+        value = e.op("Transpose", [value], perm=[rank + 2, rank + 1, 0] + list(range(1, rank + 1)))
+        value = e.op("Reshape", [value, e.ints([per_group, -1] + spatial)])
+    value, pads = _crop(e, value, attrs["pads"])
+    upstream = e.op("Transpose", [e.cast(g, node.dtype)], perm=[rank + 1, 0] + list(range(1, rank + 1)))
+    y = e.op("Conv", [value, upstream], kernel_shape=list(g.shape[1:-1]), strides=list(attrs["dilation"]),
+             dilations=list(attrs["strides"]), pads=_onnx_pads(pads), group=groups)
+    # The swapped convolution can reach taps past the kernel (when the strides leave a
+    # remainder): keep the first kernel_size.
+    y = e.op("Slice", [y, e.ints([0] * rank), e.ints(kernel), e.ints(list(range(2, rank + 2)))])
+    return e.op("Transpose", [y], perm=list(range(2, rank + 2)) + [0, 1])
+
+
+def _pool(e, node, x):
+    attrs, rank = node.attrs, len(x.shape) - 2
+    value, pads = _crop(e, _channels_first(e, e.cast(x, node.dtype), rank), attrs["pads"])
+    window = dict(kernel_shape=list(attrs["window"]), strides=list(attrs["strides"]), pads=_onnx_pads(pads))
+    if attrs["mode"] == "max":
+        y = e.op("MaxPool", [value], **window)
+    else:  # the average over the positions inside the input, as Keras' "same" padding counts
+        y = e.op("AveragePool", [value], count_include_pad=0, **window)
+    return _channels_last(e, y, rank)
+
+
+def _max_pool_grad(e, node, x, g):
+    """MaxPool's Indices output (the first maximum of each window, in window order, as
+    kgraph routes the gradient), then the gradient scatter-added there: ScatterElements
+    with reduction "add" from opset 16; before, per (image, channel) plane, a one-hot
+    matrix of the indices times the gradient (overlapping windows add into one position)."""
+    attrs, rank = node.attrs, len(x.shape) - 2
+    value, pads = _crop(e, _channels_first(e, e.cast(x, node.dtype), rank), attrs["pads"])
+    _, indices = e.op_outputs("MaxPool", [value], 2, kernel_shape=list(attrs["window"]),
+                              strides=list(attrs["strides"]), pads=_onnx_pads(pads))
+    upstream = _channels_first(e, e.cast(g, node.dtype), rank)
+    planes = [x.shape[-1]] + _cropped(x.shape[1:-1], attrs["pads"])  # (C, *spatial) per image
+    if e.opset >= 16:
+        zeros = e.op("Reshape", [e.op("Expand", [e.const(0, node.dtype), e.shape([x.shape[0]] + planes)]),
+                                 e.ints([-1])])
+        flat = e.op("ScatterElements", [zeros, e.op("Reshape", [indices, e.ints([-1])]),
+                                        e.op("Reshape", [upstream, e.ints([-1])])], axis=0, reduction="add")
+    else:
+        plane = int(np.prod(_cropped(x.shape[1:-1], attrs["pads"])))
+        windows = int(np.prod(g.shape[1:-1]))
+        local = e.op("Mod", [e.op("Reshape", [indices, e.ints([-1, windows, 1])]), e.const(plane, "int64")])
+        one_hot = e.cast_name(e.op("Equal", [local, e.op("Range", [e.const(0, "int64"), e.const(plane, "int64"),
+                                                                     e.const(1, "int64")])]), node.dtype)
+        rows = e.op("Reshape", [upstream, e.ints([-1, 1, windows])])
+        flat = e.op("MatMul", [rows, one_hot])  # (planes, 1, plane)
+    dx = e.op("Reshape", [flat, e.ints([-1] + planes)])
+    return _channels_last(e, _uncrop(e, dx, attrs["pads"], node.dtype), rank)
+
+
+def _avg_pool_grad(e, node, g):
+    """Each window's gradient divided by its count of positions inside the input (a
+    constant: the sizes are static), then spread over the window: a depthwise
+    ConvTranspose with a kernel of ones."""
+    from kgraph.ops.pool import _valid_counts
+
+    attrs, rank = node.attrs, len(g.shape) - 2
+    spatial = _cropped(attrs["input_shape"], attrs["pads"])
+    pads = _clamped(attrs["pads"])
+    window, strides, channels = list(attrs["window"]), list(attrs["strides"]), g.shape[-1]
+    counts = _valid_counts(dict(attrs, pads=pads), spatial, g.shape[1:-1], node.dtype)
+    share = e.op("Div", [e.cast(g, node.dtype), e.const(counts, node.dtype)])
+    ones = e.const(np.ones([channels, 1] + window), node.dtype)
+    y = e.op("ConvTranspose", [_channels_first(e, share, rank), ones], kernel_shape=window, strides=strides,
+             pads=_onnx_pads(pads), group=int(channels),
+             output_padding=_output_padding(spatial, g.shape[1:-1], window, strides, [1] * rank, pads))
+    return _channels_last(e, _uncrop(e, y, attrs["pads"], node.dtype), rank)
+
+
+def _interpolation_matrices(node, spatial):
+    """Per spatial axis, the (output, input) matrix of kgraph's upsampling weights."""
+    from kgraph.ops.pool import _axis_matrix
+
+    return [_axis_matrix(n, s, node.attrs["interpolation"], np.float64)
+            for n, s in zip(spatial, node.attrs["size"])]
+
+
+def _per_axis_matmul(e, name, shape, matrices, dtype):
+    """`name` (N, *spatial, C) with each spatial axis a multiplied by matrices[a] (out, in)."""
+    rank = len(shape) - 2
+    for axis, matrix in enumerate(matrices, start=1):
+        if matrix.shape[0] == matrix.shape[1] and np.array_equal(matrix, np.eye(len(matrix))):
+            continue
+        perm = [a for a in range(rank + 2) if a != axis] + [axis]
+        moved = e.op("Transpose", [name], perm=perm)
+        product = e.op("MatMul", [moved, e.const(matrix.T, dtype)])
+        name = e.op("Transpose", [product], perm=[int(i) for i in np.argsort(perm)])
+    return name
+
+
+def _upsample(e, node, x):
+    """Resize: nearest with the "asymmetric" coordinates and floor (out i reads in i // s);
+    2-D bilinear with "half_pixel" coordinates, which onnxruntime clamps at the edges as
+    kgraph does. Bilinear upsampling of 1 or 3 spatial axes multiplies by kgraph's
+    interpolation matrices per axis."""
+    attrs, rank = node.attrs, len(x.shape) - 2
+    value = e.cast(x, node.dtype)
+    size = [float(s) for s in attrs["size"]]
+    if attrs["interpolation"] == "nearest":
+        return e.op("Resize", [value, "", e.const([1.0] + size + [1.0], "float32")], mode="nearest",
+                    coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    if rank != 2:
+        return _per_axis_matmul(e, value, x.shape, _interpolation_matrices(node, x.shape[1:-1]), node.dtype)
+    y = e.op("Resize", [_channels_first(e, value, rank), "", e.const([1.0, 1.0] + size, "float32")], mode="linear",
+             coordinate_transformation_mode="half_pixel")
+    return _channels_last(e, y, rank)
+
+
+def _upsample_grad(e, node, g):
+    """The adjoint of upsample: nearest sums each block of copies (Reshape + ReduceSum);
+    bilinear multiplies by the transposed interpolation matrices."""
+    attrs, rank = node.attrs, len(g.shape) - 2
+    value, spatial = e.cast(g, node.dtype), list(attrs["input_shape"])
+    if attrs["interpolation"] == "bilinear":
+        matrices = [m.T for m in _interpolation_matrices(node, spatial)]
+        return _per_axis_matmul(e, value, g.shape, matrices, node.dtype)
+    blocks = [-1]
+    for n, s in zip(spatial, attrs["size"]):
+        blocks += [n, int(s)]
+    blocks.append(g.shape[-1])
+    split = e.op("Reshape", [value, e.ints(blocks)])
+    return e.op("ReduceSum", [split, e.ints([2 * a + 2 for a in range(rank)])], keepdims=0)
+
+
 # -- the table ---------------------------------------------------------------------------------------
 ONNX_OPS = {
     # arithmetic
@@ -463,5 +685,13 @@ ONNX_OPS = {
     "pad": _pad,
     # heavy ops
     "matmul": _matmul,
+    "conv": _conv,
+    "conv_input_grad": _conv_input_grad,
+    "conv_filter_grad": _conv_filter_grad,
+    "pool": _pool,
+    "max_pool_grad": _max_pool_grad,
+    "avg_pool_grad": _avg_pool_grad,
+    "upsample": _upsample,
+    "upsample_grad": _upsample_grad,
     "random_uniform": _random,
 }
