@@ -97,11 +97,11 @@ def _lr32(lr):
     return float(np.float32(lr))
 
 
-def _compare(history, reference, rtol):
+def _compare(history, reference, rtol, atol=0.0):
     assert len(history) == len(reference) == STEPS
     for got_step, want_step in zip(history, reference):
         for got, want in zip(got_step, want_step):
-            np.testing.assert_allclose(got, want, rtol=rtol, atol=0)
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
 CASES = [
@@ -439,3 +439,188 @@ def test_compiled_step_matches_eager():
     assert int(compiled_opt.iterations.numpy()) == 3
     for a, e in zip(compiled_opt.variables, eager_opt.variables):
         np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# -- Adadelta, Adamax, Nadam, Ftrl, Lion, Lamb, Adafactor ------------------------------------------------
+# Each reference below is a float64 numpy transcription of the Keras 3 update rule, written as a
+# per-variable `update(w, g, t, state)` (t counts from 1; `state` holds that variable's slots).
+def _reference(initial, grads, update, weight_decay=None, lr=None):
+    ws = [w.astype(np.float64) for w in initial]
+    states = [{} for _ in ws]
+    out = []
+    for t, step_grads in enumerate(grads, start=1):
+        for i, g in enumerate(step_grads):
+            if weight_decay is not None:  # decoupled decay first, as the base optimizer does
+                ws[i] = ws[i] - ws[i] * weight_decay * lr
+            ws[i] = update(ws[i], g.astype(np.float64), t, states[i])
+        out.append([w.copy() for w in ws])
+    return out
+
+
+def ref_adadelta(lr, rho=0.95, epsilon=1e-7):
+    def update(w, g, t, s):
+        s["g2"] = rho * s.get("g2", 0.0) + (1 - rho) * g**2
+        delta = -np.sqrt(s.get("d2", 0.0) + epsilon) / np.sqrt(s["g2"] + epsilon) * g
+        s["d2"] = rho * s.get("d2", 0.0) + (1 - rho) * delta**2
+        return w + lr * delta
+
+    return update
+
+
+def ref_adamax(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    def update(w, g, t, s):
+        s["m"] = beta_1 * s.get("m", 0.0) + (1 - beta_1) * g
+        s["u"] = np.maximum(beta_2 * s.get("u", 0.0), np.abs(g))
+        return w - lr / (1 - beta_1**t) * s["m"] / (s["u"] + epsilon)
+
+    return update
+
+
+def ref_nadam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    def mu(k):  # the momentum schedule at step k
+        return beta_1 * (1 - 0.5 * 0.96**k)
+
+    def update(w, g, t, s):
+        product = np.prod([mu(k) for k in range(1, t + 1)])  # prod of mu(1..t)
+        s["m"] = beta_1 * s.get("m", 0.0) + (1 - beta_1) * g
+        s["v"] = beta_2 * s.get("v", 0.0) + (1 - beta_2) * g**2
+        m_hat = mu(t + 1) * s["m"] / (1 - product * mu(t + 1)) + (1 - mu(t)) * g / (1 - product)
+        v_hat = s["v"] / (1 - beta_2**t)
+        return w - lr * m_hat / (np.sqrt(v_hat) + epsilon)
+
+    return update
+
+
+def ref_ftrl(
+    lr,
+    learning_rate_power=-0.5,
+    initial_accumulator_value=0.1,
+    l1_regularization_strength=0.0,
+    l2_regularization_strength=0.0,
+    l2_shrinkage_regularization_strength=0.0,
+    beta=0.0,
+):
+    power, initial = learning_rate_power, initial_accumulator_value
+    l1, l2, shrinkage = l1_regularization_strength, l2_regularization_strength, l2_shrinkage_regularization_strength
+
+    def update(w, g, t, s):
+        n = s.get("n", np.full_like(w, initial))
+        z = s.get("z", np.zeros_like(w))
+        n_new = n + g**2
+        z = z + g + 2 * shrinkage * w - (n_new ** (-power) - n ** (-power)) / lr * w
+        quadratic = n_new ** (-power) / lr + 2 * (l2 + beta / (2 * lr))
+        s["n"], s["z"] = n_new, z
+        return (np.clip(z, -l1, l1) - z) / quadratic
+
+    return update
+
+
+def ref_lion(lr, beta_1=0.9, beta_2=0.99):
+    def update(w, g, t, s):
+        m = s.get("m", 0.0)
+        w = w - lr * np.sign(beta_1 * m + (1 - beta_1) * g)
+        s["m"] = beta_2 * m + (1 - beta_2) * g
+        return w
+
+    return update
+
+
+def ref_lamb(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    def update(w, g, t, s):
+        s["m"] = beta_1 * s.get("m", 0.0) + (1 - beta_1) * g
+        s["v"] = beta_2 * s.get("v", 0.0) + (1 - beta_2) * g**2
+        r = (s["m"] / (1 - beta_1**t)) / (np.sqrt(s["v"] / (1 - beta_2**t)) + epsilon)
+        w_norm, r_norm = np.linalg.norm(w), np.linalg.norm(r)
+        ratio = w_norm / r_norm if w_norm > 0 and r_norm > 0 else 1.0
+        return w - ratio * lr * r
+
+    return update
+
+
+def ref_adafactor(lr, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_threshold=1.0, relative_step=True):
+    # Keras 3 caps the step at 1/sqrt(t) whatever `relative_step` says.
+    def rms(x):
+        return np.sqrt(np.mean(x**2))
+
+    def update(w, g, t, s):
+        step = min(lr, 1 / np.sqrt(t))
+        alpha = max(epsilon_2, rms(w)) * step
+        beta = 1 - t**beta_2_decay
+        g2 = g**2 + epsilon_1
+        if w.ndim >= 2:  # row and column statistics over the last two axes
+            s["r"] = beta * s.get("r", 0.0) + (1 - beta) * g2.mean(axis=-1)
+            s["c"] = beta * s.get("c", 0.0) + (1 - beta) * g2.mean(axis=-2)
+            row = s["r"] / s["r"].mean(axis=-1, keepdims=True)
+            v = row[..., :, None] * s["c"][..., None, :]
+        else:
+            v = s["v"] = beta * s.get("v", 0.0) + (1 - beta) * g2
+        u = g / np.sqrt(v)
+        return w - alpha * u / max(1.0, rms(u) / clip_threshold)
+
+    return update
+
+
+# (id, optimizer factory, reference update, weight decay). Learning rates go through float32,
+# as the optimizer stores them.
+def _case(name, make, reference, lr, weight_decay=None, **kwargs):
+    return (name, make(lr, kwargs, weight_decay), reference(_lr32(lr), **kwargs), _lr32(lr), weight_decay)
+
+
+def _factory(cls):
+    def make(lr, kwargs, weight_decay):
+        return lambda: cls(lr, weight_decay=weight_decay, **kwargs)
+
+    return make
+
+
+NEW_CASES = [
+    _case("adadelta", _factory(optimizers.Adadelta), ref_adadelta, 1.0),
+    _case("adadelta_rho", _factory(optimizers.Adadelta), ref_adadelta, 0.5, rho=0.8, epsilon=1e-4),
+    _case("adamax", _factory(optimizers.Adamax), ref_adamax, 0.01),
+    _case("adamax_betas", _factory(optimizers.Adamax), ref_adamax, 0.02, beta_1=0.7, beta_2=0.9, epsilon=1e-3),
+    _case("nadam", _factory(optimizers.Nadam), ref_nadam, 0.01),
+    _case("nadam_betas", _factory(optimizers.Nadam), ref_nadam, 0.02, beta_1=0.8, beta_2=0.95, epsilon=1e-4),
+    _case("ftrl", _factory(optimizers.Ftrl), ref_ftrl, 0.1),
+    _case(
+        "ftrl_regularized",
+        _factory(optimizers.Ftrl),
+        ref_ftrl,
+        0.2,
+        learning_rate_power=-0.7,
+        initial_accumulator_value=0.3,
+        l1_regularization_strength=0.05,
+        l2_regularization_strength=0.1,
+        l2_shrinkage_regularization_strength=0.2,
+        beta=0.5,
+    ),
+    _case("lion", _factory(optimizers.Lion), ref_lion, 0.01),
+    _case("lion_weight_decay", _factory(optimizers.Lion), ref_lion, 0.02, 0.1, beta_1=0.5, beta_2=0.9),
+    _case("lamb", _factory(optimizers.Lamb), ref_lamb, 0.01),
+    _case(
+        "lamb_weight_decay", _factory(optimizers.Lamb), ref_lamb, 0.05, 0.05, beta_1=0.8, beta_2=0.9, epsilon=1e-3
+    ),
+    _case("adafactor", _factory(optimizers.Adafactor), ref_adafactor, 0.1),
+    _case(
+        "adafactor_args",
+        _factory(optimizers.Adafactor),
+        ref_adafactor,
+        0.3,
+        beta_2_decay=-0.5,
+        epsilon_1=1e-6,
+        epsilon_2=0.5,
+        clip_threshold=0.5,
+        relative_step=False,
+    ),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,make,update,lr,weight_decay", NEW_CASES, ids=[c[0] for c in NEW_CASES])
+def test_new_optimizers_update_rule(name, make, update, lr, weight_decay, dtype):
+    initial, grads = _problem(seed=6, dtype=dtype)
+    _, history = _run(make(), initial, grads)
+    reference = _reference(initial, grads, update, weight_decay=weight_decay, lr=lr)
+    if dtype == "float64":
+        _compare(history, reference, rtol=1e-12)
+    else:  # Ftrl's new weight is a difference of nearby terms: float32 keeps ~1e-6 of their size
+        _compare(history, reference, rtol=1e-6, atol=1e-6 if name.startswith("ftrl") else 0.0)

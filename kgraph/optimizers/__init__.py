@@ -4,12 +4,33 @@ import inspect
 
 from kgraph._serialization import deserialize_keras_object, register_public, serialize_keras_object
 from kgraph.optimizers import schedules
+from kgraph.optimizers.adadelta import Adadelta
+from kgraph.optimizers.adafactor import Adafactor
 from kgraph.optimizers.adam import Adam, AdamW
+from kgraph.optimizers.adamax import Adamax
+from kgraph.optimizers.ftrl import Ftrl
+from kgraph.optimizers.lamb import Lamb
+from kgraph.optimizers.lion import Lion
+from kgraph.optimizers.nadam import Nadam
 from kgraph.optimizers.optimizer import BaseOptimizer, Optimizer, clip_by_global_norm, global_norm
 from kgraph.optimizers.rmsprop import Adagrad, RMSprop
 from kgraph.optimizers.sgd import SGD
 
-ALL_OBJECTS = [Optimizer, SGD, Adam, AdamW, RMSprop, Adagrad]
+ALL_OBJECTS = [
+    Optimizer,
+    SGD,
+    Adam,
+    AdamW,
+    RMSprop,
+    Adagrad,
+    Adadelta,
+    Adamax,
+    Nadam,
+    Ftrl,
+    Lion,
+    Lamb,
+    Adafactor,
+]
 ALL_OBJECTS_DICT = {cls.__name__.lower(): cls for cls in ALL_OBJECTS}
 
 register_public(ALL_OBJECTS, "keras.optimizers")
@@ -33,7 +54,8 @@ def deserialize(config, custom_objects=None):
 
 
 def get(identifier):
-    """An optimizer from a name ("sgd", "adam", "rmsprop", ...), a config dict, a class or an instance."""
+    """An optimizer from a name ("sgd", "adam", "nadam", "lamb", ...: the class name in lower
+    case), a config dict, a class or an instance."""
     if identifier is None:
         return None
     if isinstance(identifier, dict):
@@ -63,6 +85,13 @@ __all__ = [
     "AdamW",
     "RMSprop",
     "Adagrad",
+    "Adadelta",
+    "Adamax",
+    "Nadam",
+    "Ftrl",
+    "Lion",
+    "Lamb",
+    "Adafactor",
     "schedules",
     "get",
     "serialize",

@@ -135,6 +135,10 @@ class Optimizer:
     def _make_variable(self, value, name, aggregation="mean"):
         variable = Variable(value, trainable=False, name=name, aggregation=aggregation)
         variable.path = f"{self.name}/{name}"
+        return self._track_variable(variable)
+
+    def _track_variable(self, variable):
+        """Add `variable` (kept as it is, path included) to the optimizer's state."""
         self._variables.append(variable)
         return variable
 
@@ -159,8 +163,7 @@ class Optimizer:
             initializer, shape=tuple(shape), dtype=dtype, trainable=False, name=name, aggregation=aggregation
         )
         variable.path = f"{self.name}/{variable.name}"
-        self._variables.append(variable)
-        return variable
+        return self._track_variable(variable)
 
     def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
         """A slot variable with the shape and dtype of `reference_variable` (zeros by default)."""
@@ -192,16 +195,12 @@ class Optimizer:
 
     def build(self, variables):
         """Create the optimizer's state for `variables` (subclasses add their slots)."""
-        if self.use_ema:
-            self._model_variables_moving_average = []
+        if self.use_ema:  # all averages first, then the accumulators: Keras's order
+            self._model_variables_moving_average = self.add_optimizer_variables(variables, "average")
         if self.gradient_accumulation_steps:
             self._accumulated_gradients = []
         for i, variable in enumerate(variables):
             self._trainable_variables_indices[self._var_key(variable)] = i
-            if self.use_ema:
-                self._model_variables_moving_average.append(
-                    self.add_variable_from_reference(variable, name="average")
-                )
             if self.gradient_accumulation_steps:
                 self._accumulated_gradients.append(
                     self.add_variable_from_reference(variable, name="gradient_accumulator")
