@@ -37,13 +37,32 @@ from kgraph.metrics.accuracy_metrics import (
     BinaryAccuracy,
     CategoricalAccuracy,
     SparseCategoricalAccuracy,
+    SparseTopKCategoricalAccuracy,
+    TopKCategoricalAccuracy,
     accuracy,
     binary_accuracy,
     categorical_accuracy,
     sparse_categorical_accuracy,
+    sparse_top_k_categorical_accuracy,
+    top_k_categorical_accuracy,
 )
+from kgraph.metrics.confusion_metrics import (
+    AUC,
+    FalseNegatives,
+    FalsePositives,
+    Precision,
+    PrecisionAtRecall,
+    Recall,
+    RecallAtPrecision,
+    SensitivityAtSpecificity,
+    SpecificityAtSensitivity,
+    TrueNegatives,
+    TruePositives,
+)
+from kgraph.metrics.iou_metrics import BinaryIoU, IoU, MeanIoU, OneHotIoU, OneHotMeanIoU
 from kgraph.metrics.metric import Metric
 from kgraph.metrics.reduction_metrics import Mean, MeanMetricWrapper, Sum, reduce_to_samplewise_values
+from kgraph.metrics.score_metrics import F1Score, FBetaScore, R2Score
 from kgraph.metrics.wrapped_metrics import (
     BinaryCrossentropy,
     CategoricalCrossentropy,
@@ -86,8 +105,35 @@ ALL_OBJECTS = [
     BinaryAccuracy,
     CategoricalAccuracy,
     SparseCategoricalAccuracy,
+    TopKCategoricalAccuracy,
+    SparseTopKCategoricalAccuracy,
+    TruePositives,
+    FalsePositives,
+    TrueNegatives,
+    FalseNegatives,
+    Precision,
+    Recall,
+    AUC,
+    SensitivityAtSpecificity,
+    SpecificityAtSensitivity,
+    PrecisionAtRecall,
+    RecallAtPrecision,
+    FBetaScore,
+    F1Score,
+    R2Score,
+    IoU,
+    BinaryIoU,
+    MeanIoU,
+    OneHotIoU,
+    OneHotMeanIoU,
 ]
-FUNCTIONS = [binary_accuracy, categorical_accuracy, sparse_categorical_accuracy]
+FUNCTIONS = [
+    binary_accuracy,
+    categorical_accuracy,
+    sparse_categorical_accuracy,
+    top_k_categorical_accuracy,
+    sparse_top_k_categorical_accuracy,
+]
 
 
 def _snake(name):

@@ -1,4 +1,5 @@
-"""Accuracy metrics (Accuracy, BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy)."""
+"""Accuracy metrics (Accuracy, BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy,
+TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy)."""
 
 from __future__ import annotations
 
@@ -108,3 +109,71 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype}
+
+
+def _top_k_matches(y_true, y_pred, k):
+    """in_top_k of integer labels `y_true` against `y_pred`, flattened to (rows, classes) and
+    reshaped back to the labels' shape."""
+    from kgraph.metrics.metrics_utils import in_top_k
+
+    y_pred = ops.convert_to_tensor(y_pred)
+    true_shape = tuple(y_true.shape)
+    if len(y_pred.shape) > 2:
+        y_pred = ops.reshape(y_pred, (-1, y_pred.shape[-1]))
+    if len(true_shape) > 1:
+        y_true = ops.reshape(y_true, (-1,))
+    matches = ops.cast(in_top_k(y_true, y_pred, k), floatx())
+    if len(true_shape) > 1:
+        matches = ops.reshape(matches, (-1,) + true_shape[1:])
+    return matches
+
+
+def top_k_categorical_accuracy(y_true, y_pred, k=5):
+    """1.0 where the class of one-hot `y_true` is among the k largest of `y_pred` (ties count
+    for the target, as Keras's in_top_k)."""
+    y_true = ops.argmax(ops.convert_to_tensor(y_true), axis=-1)
+    return _top_k_matches(y_true, y_pred, k)
+
+
+def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5, from_sorted_ids=False):
+    """1.0 where integer label `y_true` is among the k largest of `y_pred`; with
+    `from_sorted_ids`, y_pred holds class ids sorted by score and the first k are checked."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    if not from_sorted_ids:
+        return _top_k_matches(ops.cast(ops.convert_to_tensor(y_true), "int32"), y_pred, k)
+    y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
+    true_shape = tuple(y_true.shape)
+    y_true = ops.reshape(y_true, (-1, 1))
+    first_k = ops.getitem(ops.reshape(y_pred, (-1, y_pred.shape[-1])), (slice(None), slice(0, k)))
+    matches = ops.cast(ops.max(ops.cast(ops.equal(y_true, first_k), floatx()), axis=1), floatx())
+    return ops.reshape(matches, (-1,) + true_shape[1:]) if len(true_shape) > 1 else matches
+
+
+class TopKCategoricalAccuracy(MeanMetricWrapper):
+    """How often the one-hot label's class is among the k highest predictions."""
+
+    def __init__(self, k=5, name="top_k_categorical_accuracy", dtype=None):
+        super().__init__(fn=top_k_categorical_accuracy, name=name, dtype=dtype, k=k)
+        self.k = k
+        self._direction = "up"
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, "k": self.k}
+
+
+class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
+    """How often the integer label is among the k highest predictions."""
+
+    def __init__(self, k=5, name="sparse_top_k_categorical_accuracy", dtype=None, from_sorted_ids=False):
+        super().__init__(
+            fn=sparse_top_k_categorical_accuracy, name=name, dtype=dtype, k=k, from_sorted_ids=from_sorted_ids
+        )
+        self.k = k
+        self.from_sorted_ids = from_sorted_ids
+        self._direction = "up"
+
+    def get_config(self):
+        config = {"name": self.name, "dtype": self.dtype, "k": self.k}
+        if self.from_sorted_ids:
+            config["from_sorted_ids"] = True
+        return config
