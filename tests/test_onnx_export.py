@@ -20,7 +20,7 @@ import pytest
 import kgraph as keras
 from kgraph import layers, ops
 from kgraph.exporters import ONNX_OPS, OnnxExportError, export, export_model, export_onnx
-from kgraph.exporters.onnx import convert, max_opset, trace_inference_graph
+from kgraph.exporters.onnx import convert, max_opset, trace, trace_inference_graph
 from kgraph.ir import Graph, SymbolicTensor, tracing
 from kgraph.ops import OPS
 from kgraph.ops.registry import OpDef, Spec, bind
@@ -369,6 +369,6 @@ def test_an_op_without_a_mapping_names_the_op(monkeypatch):
 def test_training_graphs_are_refused():
     model = _mlp()
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    graph = model._trace("train", (((64,), "float32"),), (((), "int32"),))
+    graph = trace(model, "train", (((64,), "float32"),), (((), "int32"),))
     with pytest.raises(OnnxExportError, match="training graph"):
         export_onnx(graph)

@@ -199,7 +199,7 @@ def convert(graph, opset=DEFAULT_OPSET, name=None):
     opset = check_opset(opset)
     if graph.state_updates:
         raise OnnxExportError(f"graph '{graph.name}' updates variables (it is a training graph); "
-                              "export the inference graph (model._trace('predict', ...))")
+                              "export the inference graph (trace_inference_graph(model))")
     emitter = Emitter(graph, opset)
     values, inputs = {}, []
     for node_id in graph.inputs:  # input names first, so they keep the model's names
@@ -316,6 +316,21 @@ def _input_specs(model, input_signature):
     return tuple((tuple(t.shape[1:]), t.dtype) for t in inputs)
 
 
+def trace(model, mode, x_specs, y_specs=()):
+    """The model's `mode` graph ("predict", "train", ...) for inputs and targets given as
+    ((shape without the batch dimension, dtype), ...), through the trainer's tracer."""
+    import inspect
+
+    if "layout" not in inspect.signature(model._trace).parameters:
+        return model._trace(mode, tuple(x_specs), tuple(y_specs))
+    from kgraph.trainers.data import Layout
+
+    def arrays(specs):  # zero-row arrays: a Layout reads their trailing shapes and dtypes
+        return [np.empty((0,) + tuple(shape), dtype) for shape, dtype in specs]
+
+    return model._trace(mode, Layout(arrays(x_specs), arrays(y_specs), [None] * len(y_specs)))
+
+
 def trace_inference_graph(model, input_signature=None):
     """The model's predict graph, optimized (simplified, not fused)."""
     from kgraph.compiler.passes.pipeline import optimize
@@ -326,7 +341,7 @@ def trace_inference_graph(model, input_signature=None):
         # must not land in the traced graph.
         shapes = [(None,) + tuple(shape) for shape, _ in specs]
         model.build(shapes[0] if len(shapes) == 1 else shapes)
-    return optimize(model._trace("predict", specs, ()))
+    return optimize(trace(model, "predict", specs))
 
 
 def export_model(model, path=None, opset=DEFAULT_OPSET, input_signature=None):
