@@ -624,3 +624,144 @@ def test_new_optimizers_update_rule(name, make, update, lr, weight_decay, dtype)
         _compare(history, reference, rtol=1e-12)
     else:  # Ftrl's new weight is a difference of nearby terms: float32 keeps ~1e-6 of their size
         _compare(history, reference, rtol=1e-6, atol=1e-6 if name.startswith("ftrl") else 0.0)
+
+
+def test_adafactor_factors_the_last_two_axes():
+    """A rank-3 variable keeps (2, 3) row and (2, 4) column statistics; a vector keeps a full one."""
+    rng = np.random.default_rng(8)
+    shapes = [(2, 3, 4), (5,)]
+    initial = [rng.uniform(-1, 1, s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(STEPS)]
+    opt = optimizers.Adafactor(0.2, epsilon_2=0.01)
+    _, history = _run(opt, initial, grads)
+    _compare(history, _reference(initial, grads, ref_adafactor(_lr32(0.2), epsilon_2=0.01)), rtol=1e-12)
+    assert [(v.path, v.shape, v.dtype) for v in opt.variables[2:]] == [
+        ("adafactor/w0", (2, 3), "float64"),
+        ("adafactor/w0", (2, 4), "float64"),
+        ("adafactor/w0_velocity", (2, 3, 4), "float64"),
+        ("w1", (), "int32"),  # placeholders for an unfactored variable, as Keras makes them
+        ("w1", (), "int32"),
+        ("adafactor/w1_velocity", (5,), "float64"),
+    ]
+
+
+def test_new_optimizers_state_layout_matches_keras():
+    """optimizer.variables paths, shapes and order as Keras 3.15 gives them for a Dense(4) on 3 inputs."""
+    kernel = Variable(np.zeros((3, 4), "float32"), name="kernel")
+    bias = Variable(np.zeros(4, "float32"), name="bias")
+    kernel.path, bias.path = "dense/kernel", "dense/bias"
+    expected = {
+        "Adadelta": ["accumulated_grad", "accumulated_delta_var"],
+        "Adamax": ["momentum", "norm"],
+        "Nadam": ["momentum", "velocity"],
+        "Ftrl": ["accumulator", "linear"],
+        "Lion": ["momentum"],
+        "Lamb": ["momentum", "velocity"],
+    }
+    for cls_name, slots in expected.items():
+        opt = getattr(optimizers, cls_name)(name=cls_name.lower())
+        opt.build([kernel, bias])
+        want = [f"{opt.name}/iteration", f"{opt.name}/learning_rate"]
+        want += [f"{opt.name}/dense_{v}_{slot}" for v in ("kernel", "bias") for slot in slots]
+        if cls_name == "Nadam":
+            want.append("variable")  # the momentum-schedule product, unscoped as in Keras
+        assert [v.path for v in opt.variables] == want, cls_name
+        assert [v.shape for v in opt.variables[2:]][: 2 * len(slots)] == [(3, 4)] * len(slots) + [(4,)] * len(slots)
+    nadam = optimizers.Nadam()
+    nadam.build([kernel, bias])
+    assert nadam.variables[-1].shape == () and float(nadam.variables[-1].numpy()) == 1.0
+    ftrl = optimizers.Ftrl(initial_accumulator_value=0.25)
+    ftrl.build([kernel])
+    np.testing.assert_array_equal(ftrl.variables[2].numpy(), np.full((3, 4), 0.25, "float32"))
+    ema = optimizers.Lion(use_ema=True, gradient_accumulation_steps=2, name="lion")
+    ema.build([kernel, bias])
+    assert [v.path for v in ema.variables][2:] == [  # Keras: all averages, then all accumulators, then slots
+        "lion/dense_kernel_average",
+        "lion/dense_bias_average",
+        "lion/dense_kernel_gradient_accumulator",
+        "lion/dense_bias_gradient_accumulator",
+        "lion/dense_kernel_momentum",
+        "lion/dense_bias_momentum",
+    ]
+
+
+def test_nadam_gradient_accumulation_keeps_its_momentum_product():
+    """With gradient accumulation the u_product advances once per applied update, not per call."""
+    initial, grads = _problem(seed=9, dtype="float64")
+    calls = grads + grads[::-1]  # 10 calls, 5 updates
+    opt = optimizers.Nadam(0.01, gradient_accumulation_steps=2)
+    _, history = _run(opt, initial, calls)
+    averaged = [[(a + b) / 2 for a, b in zip(first, second)] for first, second in zip(calls[0::2], calls[1::2])]
+    reference = _reference(initial, averaged, ref_nadam(_lr32(0.01)))
+    _compare(history[1::2], reference, rtol=1e-12)
+    product = np.prod([0.9 * (1 - 0.5 * 0.96**k) for k in range(1, 6)])
+    np.testing.assert_allclose(opt.variables[-1].numpy(), product, rtol=1e-12)
+
+
+# -- the new optimizers inside a compiled model.fit step ---------------------------------------------------
+@pytest.fixture(scope="module")
+def dense_problem():
+    """Data and initial weights of a tiny Dense(2) regression shared by the fit tests."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((12, 3)).astype("float32")
+    y = rng.standard_normal((12, 2)).astype("float32")
+    kernel = (rng.standard_normal((3, 2)) * 0.5).astype("float32")
+    bias = (rng.standard_normal(2) * 0.1).astype("float32")
+    return x, y, kernel, bias
+
+
+def _eager_epoch(problem, optimizer, variables, batch_size=4):
+    """One epoch of eager updates with MSE gradients written out in numpy."""
+    x, y = problem[:2]
+    kernel, bias = variables
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        d_pred = 2.0 * (xb @ kernel.numpy() + bias.numpy() - yb) / yb.size
+        optimizer.apply([xb.T @ d_pred, d_pred.sum(axis=0)], variables)
+
+
+FIT_CASES = [
+    ("adadelta", lambda: optimizers.Adadelta(1.0)),
+    ("adamax", lambda: optimizers.Adamax(0.05)),
+    ("nadam", lambda: optimizers.Nadam(0.05, beta_1=0.8)),
+    ("ftrl", lambda: optimizers.Ftrl(0.3, l1_regularization_strength=0.01, l2_shrinkage_regularization_strength=0.1)),
+    ("lion", lambda: optimizers.Lion(0.01, weight_decay=0.1)),
+    ("lamb", lambda: optimizers.Lamb(0.05)),
+    ("adafactor", lambda: optimizers.Adafactor(0.1, clipnorm=1.0)),
+    (
+        "adamax_cosine_warmup",
+        lambda: optimizers.Adamax(schedules.CosineDecay(0.01, 4, 0.1, warmup_target=0.05, warmup_steps=3)),
+    ),
+    ("lion_cosine_restarts", lambda: optimizers.Lion(schedules.CosineDecayRestarts(0.02, 2, t_mul=2.0, m_mul=0.5))),
+]
+
+
+@pytest.mark.parametrize("name,make", FIT_CASES, ids=[c[0] for c in FIT_CASES])
+def test_fit_step_matches_eager(dense_problem, name, make):
+    """Two epochs of compiled model.fit equal eager updates from numpy gradients; between the
+    epochs the learning rate (where it is a float) and the iteration count are changed."""
+    import kgraph
+
+    x, y, kernel0, bias0 = dense_problem
+    model = kgraph.Sequential([kgraph.Input((3,)), kgraph.layers.Dense(2)])
+    model.set_weights([kernel0, bias0])
+    model.compile(optimizer=make(), loss="mse")
+    eager = make()
+    variables = [Variable(kernel0.copy(), name="kernel"), Variable(bias0.copy(), name="bias")]
+    settable = isinstance(eager.learning_rate, Variable)
+    for epoch in range(2):
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        _eager_epoch(dense_problem, eager, variables)
+        for got, want in zip(model.get_weights(), variables):
+            np.testing.assert_allclose(got, want.numpy(), rtol=2e-5, atol=2e-6)
+        assert int(model.optimizer.iterations.numpy()) == int(eager.iterations.numpy())
+        if epoch == 0:
+            assert int(model.optimizer.iterations.numpy()) == 3
+            for opt in (model.optimizer, eager):  # read, then set, between epochs
+                opt.iterations.assign(7)
+                if settable:
+                    opt.learning_rate = float(opt.learning_rate.numpy()) * 0.5
+    assert int(model.optimizer.iterations.numpy()) == 10
+    assert len(model.optimizer.variables) == len(eager.variables)
+    for got, want in zip(model.optimizer.variables, eager.variables):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-5, atol=2e-6, err_msg=got.path)

@@ -18,7 +18,7 @@ FOLD_LIMIT = 4096  # constant folding keeps results up to this many elements
 
 def eliminate_dead_code(graph: Graph) -> int:
     """Drop every node that no output or state update depends on (inputs stay)."""
-    live = set()
+    live = set(graph.state_updates)  # a variable that is written but never read keeps its node
     for root in graph.roots():
         live |= nx.ancestors(graph.nx, root) | {root}
     dead = [n for n in graph.nx.nodes if n not in live and n not in graph.inputs]
