@@ -191,13 +191,20 @@ def _session(proto):
 
 
 def _uses(model, cls):
-    """Whether `cls` is among the model's layers (nested models included)."""
-    stack = list(model.layers)
+    """Whether a `cls` layer is in the model: among its layers or held by one (a wrapper's
+    layer, an RNN's cell, a nested model's layers), searched through the layers' attributes."""
+    stack, seen = list(model.layers), set()
     while stack:
         item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
         if type(item) is cls:
             return True
-        stack.extend(getattr(item, "layers", []))
+        for value in vars(item).values():
+            for held in (value if isinstance(value, (list, tuple)) else [value]):
+                if isinstance(held, layers.Layer):
+                    stack.append(held)
     return False
 
 
@@ -238,7 +245,8 @@ def test_exclusions_and_cases_name_registered_layers():
 def test_layer_exports_to_onnx(name):
     if name in EXCLUDED:
         pytest.skip(EXCLUDED[name])
-    assert name in LAYER_CASES, (f"layer {name} has no ONNX export test: add a case to LAYER_CASES in "
-                                 "tests/test_onnx_layers.py (or to EXCLUDED, with the reason)")
+    if name not in LAYER_CASES:
+        pytest.fail(f"layer {name} has no ONNX export test: add a case to LAYER_CASES in "
+                    "tests/test_onnx_layers.py (or to EXCLUDED, with the reason)")
     for index, spec in enumerate(LAYER_CASES[name]):
         _check_case(name, REGISTRY[name], spec, index)
