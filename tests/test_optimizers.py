@@ -632,7 +632,7 @@ def test_adafactor_factors_the_last_two_axes():
     shapes = [(2, 3, 4), (5,)]
     initial = [rng.uniform(-1, 1, s) for s in shapes]
     grads = [[rng.standard_normal(s) for s in shapes] for _ in range(STEPS)]
-    opt = optimizers.Adafactor(0.2, epsilon_2=0.01)
+    opt = optimizers.Adafactor(0.2, epsilon_2=0.01, name="adafactor")
     _, history = _run(opt, initial, grads)
     _compare(history, _reference(initial, grads, ref_adafactor(_lr32(0.2), epsilon_2=0.01)), rtol=1e-12)
     assert [(v.path, v.shape, v.dtype) for v in opt.variables[2:]] == [
