@@ -27,6 +27,40 @@ def _training_stack():
     return _context.training
 
 
+def in_layer_call():
+    """Whether a layer's call() is running (ops then belong to that layer, not to the
+    functional graph being built)."""
+    return getattr(_context, "call_depth", 0) > 0
+
+
+@contextlib.contextmanager
+def _layer_call():
+    _context.call_depth = getattr(_context, "call_depth", 0) + 1
+    try:
+        yield
+    finally:
+        _context.call_depth -= 1
+
+
+def _keras_mask_of(inputs):
+    """The `_keras_mask` of a symbolic input (a list of them for a list of inputs), or None."""
+    if isinstance(inputs, (list, tuple)):
+        masks = [getattr(t, "_keras_mask", None) for t in inputs]
+        return masks if any(m is not None for m in masks) else None
+    return getattr(inputs, "_keras_mask", None)
+
+
+def _set_keras_mask(outputs, mask):
+    """Attach `mask` to symbolic outputs (per output when both are lists)."""
+    if isinstance(outputs, (list, tuple)):
+        masks = mask if isinstance(mask, (list, tuple)) else [mask] * len(outputs)
+        for out, m in zip(outputs, masks):
+            _set_keras_mask(out, m)
+    elif isinstance(outputs, SymbolicTensor):
+        # One output from several inputs (attention): Keras keeps the first input's mask.
+        outputs._keras_mask = mask[0] if isinstance(mask, (list, tuple)) else mask
+
+
 @contextlib.contextmanager
 def training_scope(training):
     """The `training` value inner layers inherit when they are called without one."""
@@ -166,8 +200,10 @@ class Layer:
         if isinstance(value, Layer) and name != "_parent":
             if not any(value is layer for layer in self.__dict__.get("_layers", [])):
                 self.__dict__.setdefault("_layers", []).append(value)
-        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value):
-            for layer in value:
+        elif isinstance(value, (list, tuple, dict)) and value:
+            for layer in (value.values() if isinstance(value, dict) else value):
+                if not isinstance(layer, Layer):
+                    continue
                 if not any(layer is existing for existing in self.__dict__.get("_layers", [])):
                     self.__dict__.setdefault("_layers", []).append(layer)
         object.__setattr__(self, name, value)
@@ -279,6 +315,14 @@ class Layer:
     def add_loss(self, loss):
         self._losses.append(loss)
 
+    def _clear_losses(self):
+        """Forget the add_loss terms of this layer and the layers inside it."""
+        stack = [self]
+        while stack:
+            layer = stack.pop()
+            layer._losses = []
+            stack.extend(layer._layers)
+
     # -- building and calling -----------------------------------------------------------------
     def build(self, input_shape=None):
         self.built = True
@@ -328,19 +372,31 @@ class Layer:
         if self._call_has_training:
             kwargs["training"] = training
         mask = kwargs.pop("mask", None)
+        previous_mask = _keras_mask_of(inputs)  # set by the layer that produced the inputs
         if self._call_has_mask and mask is not None:
             kwargs["mask"] = mask
-        with training_scope(training):
-            outputs = self.call(inputs, *rest, **kwargs)
-        if self.activity_regularizer is not None:
-            from kgraph import ops
+        call_kwargs = kwargs
+        if self._call_has_mask and mask is None and previous_mask is not None:
+            call_kwargs = {**kwargs, "mask": previous_mask}  # not recorded: replays recompute it
+        if not in_layer_call():  # as in Keras, the outermost call starts the losses afresh
+            self._clear_losses()
+        with training_scope(training), _layer_call():
+            outputs = self.call(inputs, *rest, **call_kwargs)
+            if self.activity_regularizer is not None:
+                from kgraph import ops
 
-            for out in flatten(outputs):
-                batch = ops.batch_size(out)  # known only at run time in a compiled step
-                self.add_loss(ops.divide(self.activity_regularizer(out), ops.cast(batch, "float32")))
+                for out in flatten(outputs):
+                    batch = ops.batch_size(out)  # known only at run time in a compiled step
+                    self.add_loss(ops.divide(self.activity_regularizer(out), ops.cast(batch, "float32")))
         if symbolic and not is_tracing():
             outputs = self._record_call(args, kwargs, outputs)
+        if self.supports_masking and symbolic:
+            _set_keras_mask(outputs, self.compute_mask(inputs, previous_mask if mask is None else mask))
         return outputs
+
+    def compute_mask(self, inputs, previous_mask=None):
+        """The mask of the outputs (layers that support masking pass it on unchanged)."""
+        return previous_mask
 
     def _record_call(self, args, kwargs, outputs):
         kwargs = {k: v for k, v in kwargs.items() if k != "training"}
