@@ -105,21 +105,31 @@ def cmd_run(args):
     x = _read_input(args.input)
     if os.path.isdir(args.model):
         archive = _load_archive(args.model)
-        output = archive.serve(x)
-        output = output[0] if isinstance(output, list) else output
+        if "serve" not in archive.endpoint_names:
+            raise CommandError(f"{args.model}: the archive has no 'serve' endpoint "
+                               f"(it has {', '.join(archive.endpoint_names)})")
+        run = archive.serve
     elif args.model.endswith(".onnx"):
         session = _onnx_session(args.model)
         feed = session.get_inputs()[0]
         dtype = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)": "int64"}.get(feed.type)
-        output = session.run(None, {feed.name: x.astype(dtype) if dtype else x})[0]
+
+        def run(x):
+            return session.run(None, {feed.name: x.astype(dtype) if dtype else x})[0]
     else:
         model = _load_keras(args.model)
-        try:
-            output = model.predict(x, verbose=0)
-        except ValueError as error:
-            raise CommandError(f"{args.model}: {error}") from error
-        if isinstance(output, (list, dict)):
-            output = list(output.values())[0] if isinstance(output, dict) else output[0]
+
+        def run(x):
+            return model.predict(x, verbose=0)
+    try:
+        output = run(x)
+    except Exception as error:  # bad shapes or dtypes: the runtimes' messages name what was expected
+        raise CommandError(f"{args.model}: cannot run it on {args.input} {x.dtype}{tuple(x.shape)}: "
+                           f"{error}") from error
+    if isinstance(output, dict):
+        output = list(output.values())[0]
+    elif isinstance(output, (list, tuple)):
+        output = output[0]
     if args.output:
         np.save(args.output, output)
         print(f"wrote {args.output} {tuple(output.shape)}")
@@ -231,7 +241,7 @@ def main(argv=None):
     try:
         args.run(args)
     except CommandError as error:
-        print(f"kgraph {args.command}: {error}", file=sys.stderr)
+        print(f"kgraph {args.command}: {' '.join(str(error).split())}", file=sys.stderr)  # one line
         return 1
     return 0
 

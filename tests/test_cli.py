@@ -1,8 +1,10 @@
 """The `kgraph` command, run as a user runs it (subprocesses), end to end."""
 
 import json
+import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import onnxruntime
@@ -31,7 +33,12 @@ def test_version_and_help():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"kgraph {kgraph.__version__}"
     for verb in ("export", "summary", "run", "inspect", "bench"):
-        assert run(verb, "--help").returncode == 0
+        result = run(verb, "--help")
+        assert result.returncode == 0 and f"usage: kgraph {verb}" in result.stdout
+    script = os.path.join(os.path.dirname(sys.executable), "kgraph")  # the installed console script
+    if os.path.exists(script):
+        result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "export" in result.stdout and "bench" in result.stdout
 
 
 def test_export_summary_and_run(saved_model):
@@ -73,7 +80,44 @@ def test_errors_are_one_line_and_non_zero(tmp_path, saved_model):
     assert bad.returncode == 1 and "not_a_model.keras" in bad.stderr
     wrong_suffix = run("export", str(path), str(tmp_path / "out.txt"))
     assert wrong_suffix.returncode == 1 and ".onnx" in wrong_suffix.stderr
+    wrong_format = run("export", str(path), str(tmp_path / "out"), "--format", "saved_model")
+    assert wrong_format.returncode == 2 and "invalid choice: 'saved_model'" in wrong_format.stderr
+    not_keras = run("inspect", str(tmp_path / "missing.onnx"))
+    assert not_keras.returncode == 1 and "no such file" in not_keras.stderr
+    text_file.rename(tmp_path / "not_a_model.onnx")
+    for verb in ("inspect", "bench"):
+        wrong_kind = run(verb, str(tmp_path / "not_a_model.onnx"))
+        assert wrong_kind.returncode == 1 and "expected a .keras model" in wrong_kind.stderr, wrong_kind.stderr
     assert run("no-such-verb").returncode != 0
+
+
+def test_run_refuses_an_input_of_the_wrong_shape(saved_model):
+    """The model expects (n, 6): each runtime's refusal is one line naming the model and input."""
+    path, _, _ = saved_model
+    bad = path.parent / "bad.npy"
+    np.save(bad, np.zeros((2, 4), np.float32))
+    onnx_path = path.parent / "for_bad_input.onnx"
+    assert run("export", str(path), str(onnx_path)).returncode == 0
+    for model_path in (path, onnx_path):
+        result = run("run", str(model_path), "--input", str(bad))
+        assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert str(model_path) in result.stderr and "cannot run it on" in result.stderr and "(2, 4)" in result.stderr
+
+
+def test_export_names_an_op_without_an_onnx_mapping(saved_model, tmp_path):
+    """As if kgraph had an op without an ONNX_OPS entry (relu's removed in the process)."""
+    path, _, _ = saved_model
+    script = textwrap.dedent(f"""
+        import sys
+        from kgraph.cli import main
+        from kgraph.exporters.onnx_ops import ONNX_OPS
+        del ONNX_OPS["relu"]
+        sys.exit(main(["export", {str(path)!r}, {str(tmp_path / "out.onnx")!r}]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "kgraph export: op 'relu'" in result.stderr and "no ONNX mapping" in result.stderr
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_archive_export_summary_and_run(saved_model):
