@@ -97,6 +97,28 @@ def test_tampered_and_truncated_archives_are_refused(exported, tmp_path):
         load(tmp_path / "nothing_here")
 
 
+def test_cut_short_files_and_an_edited_manifest_are_refused(exported, tmp_path):
+    import shutil
+
+    path, _, _ = exported
+    cut = tmp_path / "cut"
+    shutil.copytree(path, cut)
+    data = (cut / "variables.h5").read_bytes()
+    (cut / "variables.h5").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ArchiveError, match="variables.h5.*checksum.*truncated"):
+        load(cut)
+    (cut / "variables.h5").write_bytes(data)
+    manifest = (cut / "manifest.json").read_text()
+    (cut / "manifest.json").write_text(manifest[:len(manifest) // 2])
+    with pytest.raises(ArchiveError, match="manifest.json: cannot read"):
+        load(cut)
+    entries = json.loads(manifest)
+    del entries["endpoints/serve.json"]  # as if the endpoint were replaced and its checksum dropped
+    (cut / "manifest.json").write_text(json.dumps(entries))
+    with pytest.raises(ArchiveError, match="no checksum for endpoints/serve.json"):
+        load(cut)
+
+
 def test_export_archive_with_several_endpoints(tmp_path):
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
@@ -110,3 +132,20 @@ def test_export_archive_with_several_endpoints(tmp_path):
     reloaded = load(tmp_path / "multi")
     x = rng.standard_normal((4, 3)).astype("float32")
     np.testing.assert_allclose(reloaded.double(x), 2 * model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_a_convolutional_model_round_trips(tmp_path):
+    """Conv, pooling and upsampling attrs (nested tuples) survive the JSON IR."""
+    inputs = keras.Input((6, 6, 2), name="image")
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.UpSampling2D(interpolation="bilinear")(x)
+    x = keras.layers.Conv2DTranspose(2, 3, strides=2, padding="same")(x)
+    x = keras.layers.AveragePooling2D(3, strides=2, padding="same")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    model.export(tmp_path / "cnn", verbose=False)
+    reloaded = load(tmp_path / "cnn")
+    assert reloaded.metadata["endpoints"]["serve"]["inputs"][0] == {"name": "image", "shape": [None, 6, 6, 2],
+                                                                   "dtype": "float32"}
+    x = rng.standard_normal((3, 6, 6, 2)).astype("float32")
+    np.testing.assert_array_equal(reloaded.serve(x), model.predict(x, verbose=0))

@@ -311,6 +311,22 @@ def test_export_writes_the_file_like_keras_model_export(tmp_path, capsys):
         export(model, tmp_path / "x.onnx", format="onnx", bogus=1)
 
 
+def test_model_export_method_writes_onnx_and_the_archive(tmp_path):
+    """Keras 3's spellings: model.export(path, format="onnx") and model.export(path)."""
+    model = _mlp()
+    x = _rng("export_method").standard_normal((3, 64)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    model.export(tmp_path / "mlp.onnx", format="onnx", verbose=False)
+    proto = onnx.load(str(tmp_path / "mlp.onnx"))
+    assert proto.opset_import[0].version == 17
+    (got,) = _session(proto).run(None, {"pixels": x})
+    assert np.max(np.abs(got - expected)) <= 1e-5
+    model.export(tmp_path / "served", verbose=False)
+    reloaded = keras.export.load(tmp_path / "served")
+    assert reloaded.endpoint_names == ["serve"]
+    np.testing.assert_allclose(reloaded.serve(x), expected, rtol=0, atol=1e-6)
+
+
 def test_subclassed_model_needs_an_input_signature(tmp_path):
     class Subclassed(keras.Model):
         def __init__(self):

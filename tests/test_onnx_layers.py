@@ -6,10 +6,11 @@ EXCLUDED, with its reason) fails `test_layer_exports_to_onnx`. To cover a new la
 `"ClassName": [case(input shapes, build)]` below: `build` takes the model's Input
 tensors and returns its output(s), using the layer at least once.
 
-Each case is one small functional model: exported at opset 17, checked by onnx's checker,
-run by onnxruntime at batch sizes 1 and 5, and compared with one `model.predict` call on
-those 6 rows (batch_size=5, so kgraph runs the same two batch sizes): max abs difference
-<= 1e-5 in float32.
+Each case is one small functional model: exported at opset 17, checked by onnx's checker
+and by ONNX shape inference (which must agree with kgraph's shapes), run by onnxruntime
+at batch sizes 5 and 1, and compared with one `model.predict` call on those 6 rows
+(batch_size=5, so kgraph runs the same two batch sizes): max abs difference <= 1e-5 in
+float32.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from test_onnx_export import _check_inferred_shapes
 
 import kgraph as keras
 from kgraph import layers
-from kgraph.exporters import export_model
+from kgraph.exporters.onnx import convert, trace_inference_graph
 
 BATCHES = (5, 1)
 MAX_ABS_DIFF = 1e-5
@@ -213,8 +215,10 @@ def _check_case(name, cls, spec, index):
     outputs = spec.build(*inputs)
     model = keras.Model(inputs, outputs, name=f"{name.lower()}_model")
     assert _uses(model, cls), f"case {index} of {name} does not use a {name} layer"
-    proto = export_model(model, opset=17)
+    graph = trace_inference_graph(model)
+    proto, names = convert(graph, 17)
     onnx.checker.check_model(proto, full_check=True)
+    _check_inferred_shapes(graph, proto, names)
     assert [i.name for i in proto.graph.input] == model.input_names
     session = _session(proto)
     rng = _rng(name, index)

@@ -223,6 +223,8 @@ def load(filepath):
     if not os.path.isdir(root):
         raise ArchiveError(f"{root}: not an export archive directory")
     manifest = _read_json(root, "manifest.json")
+    if not isinstance(manifest, dict) or not all(isinstance(v, str) for v in manifest.values()):
+        raise ArchiveError(f"{os.path.join(root, 'manifest.json')}: not a manifest of file checksums")
     for relative, expected in manifest.items():
         path = os.path.join(root, relative)
         if not os.path.exists(path):
@@ -231,8 +233,13 @@ def load(filepath):
             raise ArchiveError(f"{path}: its checksum does not match the archive's manifest (the file "
                                "was modified or truncated)")
     metadata = _read_json(root, "metadata.json")
-    if metadata.get("format") != "kgraph-archive":
+    if not isinstance(metadata, dict) or metadata.get("format") != "kgraph-archive":
         raise ArchiveError(f"{root}: metadata.json does not describe a kgraph archive")
+    required = ["metadata.json", "variables.h5", "constants.h5"] + [
+        f"endpoints/{name}.json" for name in metadata.get("endpoints", {})]
+    unlisted = [relative for relative in required if relative not in manifest]
+    if unlisted:  # a file the manifest does not vouch for could have been swapped
+        raise ArchiveError(f"{root}: the manifest has no checksum for {', '.join(unlisted)}")
     with h5py.File(os.path.join(root, "variables.h5"), "r") as handle:
         variables = []
         for index in range(len(handle)):
