@@ -349,3 +349,26 @@ def test_subclassed_model_summary_once_built(capsys):
     assert "encoder" in text and "decoder" in text
     params = sum(int(np.prod(v.shape)) for v in vae.weights)
     assert f"{params:,}" in text
+
+
+# -- raw ops on Keras tensors in functional models ------------------------------------------------------
+def test_functional_model_with_raw_ops_replays_them():
+    """`x + y`, `ops.exp(x)` and `2 * x` on symbolic tensors outside any layer are part of the
+    model (as in Keras 3): replayed on new inputs, compiled, differentiated; not in layers."""
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    dense = keras.layers.Dense(4, name="proj")
+    h = dense(a) + ops.exp(b) * 2.0
+    outputs = keras.layers.Dense(1, name="head")(ops.relu(h - 1.0))
+    model = keras.Model([a, b], outputs)
+    assert [layer.name for layer in model.layers] == ["b", "a", "proj", "head"]  # Keras 3.15 gives this order
+    rng = np.random.default_rng(3)
+    xa, xb = rng.normal(size=(6, 4)).astype("float32"), rng.normal(size=(6, 4)).astype("float32")
+    w1, b1, w2, b2 = (np.asarray(v, "float64") for v in model.weights)
+    expected = np.maximum(xa @ w1 + b1 + np.exp(xb) * 2.0 - 1.0, 0) @ w2 + b2
+    np.testing.assert_allclose(model.predict([xa, xb], verbose=0), expected, rtol=1e-5, atol=1e-5)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    y = rng.normal(size=(6, 1)).astype("float32")
+    losses = [model.fit([xa, xb], y, batch_size=6, verbose=0).history["loss"][0] for _ in range(3)]
+    assert losses[-1] < losses[0]
+    with pytest.raises(NotImplementedError, match="add"):
+        model.get_config()

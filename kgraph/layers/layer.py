@@ -391,7 +391,8 @@ class Layer:
         if symbolic and not is_tracing():
             outputs = self._record_call(args, kwargs, outputs)
         if self.supports_masking and symbolic:
-            _set_keras_mask(outputs, self.compute_mask(inputs, previous_mask if mask is None else mask))
+            with _layer_call():  # the mask's ops are the layer's, not raw functional ops
+                _set_keras_mask(outputs, self.compute_mask(inputs, previous_mask if mask is None else mask))
         return outputs
 
     def compute_mask(self, inputs, previous_mask=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kgraph.ir import SymbolicTensor
 from kgraph.layers.core import InputLayer
-from kgraph.layers.layer import InputSpec, assert_input_compatibility, flatten, map_structure
+from kgraph.layers.layer import InputSpec, Layer, assert_input_compatibility, flatten, map_structure
 from kgraph.models.model import Model
 
 
@@ -106,7 +106,8 @@ class Functional(Model):
                 raise ValueError(f"Functional model '{self.name}': inputs and outputs must be symbolic "
                                  f"tensors (from kgraph.Input and layers), got {type(tensor).__name__}")
         self._nodes = _ordered_nodes(self.outputs, self.inputs)
-        layers = _keras_layer_order(self.inputs, self.outputs)
+        # Raw ops (kgraph.layers.operation) are nodes of the graph, but not layers.
+        layers = [layer for layer in _keras_layer_order(self.inputs, self.outputs) if isinstance(layer, Layer)]
         self._functional_layers = layers
         for layer in layers:
             if not any(layer is existing for existing in self._layers):

@@ -106,6 +106,14 @@ def _serialize_node(node, mapping):
 
 def functional_config(model):
     """Layers with their inbound nodes (by layer name, node index, tensor index)."""
+    from kgraph.layers.operation import Operation
+
+    operations = [node.layer.op_name for node in model._nodes if isinstance(node.layer, Operation)]
+    if operations:
+        raise NotImplementedError(
+            f"Model '{model.name}' applies ops directly to symbolic tensors ({', '.join(operations)}); "
+            "it compiles, trains and exports, but its config cannot be written: wrap those ops in a "
+            "layer (a Layer subclass, or kgraph.layers.Lambda) to save or clone it.")
     own, mapping = _reindexing(model)
     layers = []
     for layer in model.layers:

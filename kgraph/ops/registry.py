@@ -144,7 +144,13 @@ def bind(name, inputs, **attrs):
     specs = [Spec(graph.node(i).shape, graph.node(i).dtype) for i in node_ids]
     shape, dtype = opdef.infer(attrs, *specs)
     node = graph.add_node(name, node_ids, attrs, shape, dtype)
-    return SymbolicTensor(graph, node.id)
+    output = SymbolicTensor(graph, node.id)
+    if not is_tracing():
+        from kgraph.layers.operation import needs_recording, record_op_call
+
+        if needs_recording(inputs):
+            return record_op_call(name, inputs, attrs, output)
+    return output
 
 
 def convert_to_tensor(value, dtype=None):
