@@ -765,3 +765,223 @@ def test_fit_step_matches_eager(dense_problem, name, make):
     assert len(model.optimizer.variables) == len(eager.variables)
     for got, want in zip(model.optimizer.variables, eager.variables):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-5, atol=2e-6, err_msg=got.path)
+
+
+# -- CosineDecay and CosineDecayRestarts ----------------------------------------------------------------------
+def ref_cosine_decay(step, initial_learning_rate, decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0):
+    if warmup_target is None:
+        s = min(step, decay_steps)
+        return initial_learning_rate * ((1 - alpha) * 0.5 * (1 + np.cos(np.pi * s / decay_steps)) + alpha)
+    s = min(step, decay_steps + warmup_steps)
+    if s < warmup_steps:
+        return initial_learning_rate + (warmup_target - initial_learning_rate) * s / warmup_steps
+    return warmup_target * ((1 - alpha) * 0.5 * (1 + np.cos(np.pi * (s - warmup_steps) / decay_steps)) + alpha)
+
+
+def ref_cosine_restarts(step, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0):
+    start, length, peak = 0.0, float(first_decay_steps), 1.0
+    while step >= start + length:  # walk the periods one by one
+        start, length, peak = start + length, length * t_mul, peak * m_mul
+    position = (step - start) / length
+    return initial_learning_rate * ((1 - alpha) * peak * 0.5 * (1 + np.cos(np.pi * position)) + alpha)
+
+
+COSINE_CASES = [
+    ({"initial_learning_rate": 0.1, "decay_steps": 10}, [0, 1, 5, 9, 10, 25]),
+    ({"initial_learning_rate": 0.5, "decay_steps": 8, "alpha": 0.2}, [0, 3, 4, 8, 100]),
+    (  # warmup from 0.01 to 0.1 over 5 steps, then decay over 10
+        {"initial_learning_rate": 0.01, "decay_steps": 10, "alpha": 0.1, "warmup_target": 0.1, "warmup_steps": 5},
+        [0, 1, 2, 4, 5, 6, 10, 15, 40],
+    ),
+    ({"initial_learning_rate": 0.0, "decay_steps": 4, "warmup_target": 1.0, "warmup_steps": 0}, [0, 2, 4, 9]),
+]
+RESTART_CASES = [
+    ({"initial_learning_rate": 1.0, "first_decay_steps": 10}, [0, 5, 9, 10, 11, 20, 29, 30, 31, 69, 70, 75]),
+    (
+        {"initial_learning_rate": 0.5, "first_decay_steps": 4, "t_mul": 1.0, "m_mul": 0.9, "alpha": 0.1},
+        [0, 1, 3, 4, 6, 8, 13],
+    ),
+    (
+        {"initial_learning_rate": 1.0, "first_decay_steps": 7, "t_mul": 1.5, "m_mul": 0.8, "alpha": 0.05},
+        [0, 6, 7, 8, 17, 18, 28, 34, 40],
+    ),
+]
+
+
+@pytest.mark.parametrize("config,steps", COSINE_CASES)
+def test_cosine_decay_formula(config, steps):
+    schedule = schedules.CosineDecay(**config)
+    got = [float(schedule(step)) for step in steps]
+    want = [ref_cosine_decay(step, **config) for step in steps]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("config,steps", RESTART_CASES)
+def test_cosine_decay_restarts_formula(config, steps):
+    schedule = schedules.CosineDecayRestarts(**config)
+    got = [float(schedule(np.int64(step))) for step in steps]
+    want = [ref_cosine_restarts(step, **config) for step in steps]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_schedule_in_an_optimizer_follows_iterations():
+    """The optimizer evaluates the schedule at its iteration count (warmup, then decay)."""
+    config = {"initial_learning_rate": 0.0, "decay_steps": 3, "warmup_target": 0.3, "warmup_steps": 2}
+    opt = optimizers.SGD(schedules.CosineDecay(**config))
+    w = Variable(np.zeros(2, "float64"))
+    for step in range(7):
+        np.testing.assert_allclose(float(opt.learning_rate), ref_cosine_decay(step, **config), atol=1e-7)
+        before = w.numpy()
+        opt.apply([np.ones(2)], [w])
+        np.testing.assert_allclose(before - w.numpy(), ref_cosine_decay(step, **config), rtol=1e-6, atol=1e-8)
+
+
+def test_schedule_configs_round_trip():
+    made = [
+        schedules.CosineDecay(0.1, 100, alpha=0.01, warmup_target=0.5, warmup_steps=10, name="cos"),
+        schedules.CosineDecay(0.1, 100),
+        schedules.CosineDecayRestarts(0.2, 50, t_mul=1.5, m_mul=0.7, alpha=0.05),
+        schedules.ExponentialDecay(0.1, 10, 0.9, staircase=True),
+        schedules.PiecewiseConstantDecay([5, 10], [0.3, 0.2, 0.1]),
+        schedules.PolynomialDecay(0.1, 10, cycle=True),
+        schedules.InverseTimeDecay(0.1, 10, 0.5),
+    ]
+    for schedule in made:
+        config = schedules.serialize(schedule)
+        assert config["module"] == "keras.optimizers.schedules"
+        assert config["class_name"] == type(schedule).__name__
+        clone = schedules.deserialize(config)
+        assert type(clone) is type(schedule) and clone.get_config() == schedule.get_config()
+        for step in (0, 7, 60, 120):
+            np.testing.assert_allclose(float(clone(step)), float(schedule(step)), rtol=1e-7)
+    assert made[2].get_config() == {  # Keras 3's keys
+        "initial_learning_rate": 0.2,
+        "first_decay_steps": 50,
+        "t_mul": 1.5,
+        "m_mul": 0.7,
+        "alpha": 0.05,
+        "name": "SGDRDecay",
+    }
+    assert set(made[1].get_config()) == {
+        "initial_learning_rate", "decay_steps", "alpha", "name", "warmup_target", "warmup_steps"
+    }
+    opt = optimizers.Nadam(made[0])
+    clone = optimizers.deserialize(optimizers.serialize(opt))
+    assert isinstance(clone._learning_rate, schedules.CosineDecay)
+    assert clone._learning_rate.get_config() == made[0].get_config()
+    with pytest.raises(ValueError, match="decay_steps"):
+        schedules.CosineDecay(0.1, 0)
+    with pytest.raises(ValueError, match="first_decay_steps"):
+        schedules.CosineDecayRestarts(0.1, -1)
+
+
+# -- configs, aliases and argument checks of the new optimizers ----------------------------------------------
+def test_new_optimizer_configs_and_aliases():
+    keras_keys = {  # each optimizer's own config keys in Keras 3
+        optimizers.Adadelta: {"rho", "epsilon"},
+        optimizers.Adamax: {"beta_1", "beta_2", "epsilon"},
+        optimizers.Nadam: {"beta_1", "beta_2", "epsilon"},
+        optimizers.Ftrl: {
+            "learning_rate_power",
+            "initial_accumulator_value",
+            "l1_regularization_strength",
+            "l2_regularization_strength",
+            "l2_shrinkage_regularization_strength",
+            "beta",
+        },
+        optimizers.Lion: {"beta_1", "beta_2"},
+        optimizers.Lamb: {"beta_1", "beta_2", "epsilon"},
+        optimizers.Adafactor: {"beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step"},
+    }
+    base_keys = set(optimizers.SGD().get_config()) - {"momentum", "nesterov"}
+    for cls, keys in keras_keys.items():
+        alias = cls.__name__.lower()
+        assert isinstance(optimizers.get(alias), cls)
+        default = cls()
+        assert set(default.get_config()) == base_keys | keys
+        assert default.get_config()["learning_rate"] == pytest.approx(0.001)
+        custom = cls(learning_rate=0.03, weight_decay=0.01, clipvalue=0.5, name=f"my_{alias}")
+        config = optimizers.serialize(custom)
+        assert config["class_name"] == cls.__name__ and config["config"]["name"] == f"my_{alias}"
+        clone = optimizers.deserialize(config)
+        assert type(clone) is cls and clone.get_config() == custom.get_config()
+        assert optimizers.get({"class_name": alias, "config": {}}).__class__ is cls
+    nadam = optimizers.Nadam(beta_1=0.8, beta_2=0.95, epsilon=1e-4)
+    assert optimizers.Nadam.from_config(nadam.get_config()).beta_2 == 0.95
+    ftrl = optimizers.Ftrl(learning_rate_power=-0.7, l1_regularization_strength=0.1, beta=0.5)
+    assert optimizers.Ftrl.from_config(ftrl.get_config()).get_config() == ftrl.get_config()
+    assert optimizers.Adafactor(relative_step=False).get_config()["relative_step"] is False
+    assert optimizers.Nadam().name != optimizers.Nadam().name  # nadam, nadam_1, ... as Keras
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: optimizers.Ftrl(learning_rate_power=0.5), "learning_rate_power"),
+        (lambda: optimizers.Ftrl(initial_accumulator_value=-1.0), "initial_accumulator_value"),
+        (lambda: optimizers.Ftrl(l1_regularization_strength=-0.1), "l1_regularization_strength"),
+        (lambda: optimizers.Ftrl(l2_shrinkage_regularization_strength=-0.1), "l2_shrinkage"),
+        (lambda: optimizers.Lion(beta_1=0.0), "beta_1"),
+        (lambda: optimizers.Lamb(betas=0.9), "not recognized"),
+    ],
+)
+def test_new_optimizer_argument_errors(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+# -- optionally: Keras 3 itself on the same gradients -------------------------------------------------------
+_KERAS_APPLY = """
+import json, sys
+import numpy as np
+import keras
+
+data = np.load(sys.argv[1])
+results = {}
+for k, (cls, config) in enumerate(json.loads(str(data["specs"]))):
+    variables = [keras.Variable(data[f"w{i}"], name=f"w{i}") for i in range(int(data["n_vars"]))]
+    optimizer = getattr(keras.optimizers, cls).from_config(config)
+    for step in range(int(data["steps"])):
+        optimizer.apply([data[f"g{step}_{i}"] for i in range(len(variables))], variables)
+    results.update({f"{k}_{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)})
+np.savez(sys.argv[2], **results)
+"""
+
+
+def test_new_optimizers_match_keras(tmp_path):
+    """Keras 3 (KGRAPH_KERAS_PYTHON, default /tmp/kerasenv/bin/python) on the same float32 gradients."""
+    import json
+    import os
+    import subprocess
+
+    python = os.environ.get("KGRAPH_KERAS_PYTHON")
+    if python is None and os.path.exists("/tmp/kerasenv/bin/python"):
+        python = "/tmp/kerasenv/bin/python"
+    if python is None:
+        pytest.skip("no Python with Keras 3: set KGRAPH_KERAS_PYTHON")
+    initial, grads = _problem(seed=6, dtype="float32")
+    specs, ours = [], []
+    for _, make, *_ in NEW_CASES:
+        optimizer = make()
+        specs.append((type(optimizer).__name__, {k: v for k, v in optimizer.get_config().items() if k != "name"}))
+        ours.append(_run(optimizer, initial, grads)[1][-1])
+    arrays = {"specs": json.dumps(specs), "n_vars": len(initial), "steps": len(grads)}
+    arrays.update({f"w{i}": w for i, w in enumerate(initial)})
+    arrays.update({f"g{s}_{i}": g for s, step in enumerate(grads) for i, g in enumerate(step)})
+    np.savez(tmp_path / "in.npz", **arrays)
+    (tmp_path / "apply.py").write_text(_KERAS_APPLY)
+    env = dict(os.environ, KERAS_BACKEND=os.environ.get("KGRAPH_KERAS_BACKEND", "numpy"))
+    done = subprocess.run(
+        [python, str(tmp_path / "apply.py"), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0 and "No module named 'keras'" in done.stderr:
+        pytest.skip(f"`import keras` fails in {python}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = np.load(tmp_path / "out.npz")
+    for k, (name, *_) in enumerate(NEW_CASES):
+        for i, got in enumerate(ours[k]):
+            atol = 1e-6 if name.startswith("ftrl") else 1e-7  # Ftrl's cancellation, as above
+            np.testing.assert_allclose(got, theirs[f"{k}_{i}"], rtol=1e-6, atol=atol, err_msg=name)
