@@ -111,42 +111,36 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
         return {"name": self.name, "dtype": self.dtype}
 
 
-def _top_k_matches(y_true, y_pred, k):
-    """in_top_k of integer labels `y_true` against `y_pred`, flattened to (rows, classes) and
-    reshaped back to the labels' shape."""
+def _top_k_matches(y_true, y_pred, k, from_sorted_ids=False):
+    """Per label, 1.0 where integer label `y_true` is among the k largest of `y_pred` (its
+    last axis; ties count for the target, as Keras's in_top_k), or with `from_sorted_ids`
+    among the first k ids of `y_pred`. Labels of shape y_pred.shape[:-1] + (1,) give matches
+    of that shape, as Keras's flatten-and-reshape does."""
     from kgraph.metrics.metrics_utils import in_top_k
 
     y_pred = ops.convert_to_tensor(y_pred)
-    true_shape = tuple(y_true.shape)
-    if len(y_pred.shape) > 2:
-        y_pred = ops.reshape(y_pred, (-1, y_pred.shape[-1]))
-    if len(true_shape) > 1:
-        y_true = ops.reshape(y_true, (-1,))
-    matches = ops.cast(in_top_k(y_true, y_pred, k), floatx())
-    if len(true_shape) > 1:
-        matches = ops.reshape(matches, (-1,) + true_shape[1:])
-    return matches
+    y_true = ops.convert_to_tensor(y_true)
+    squeezed = len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1
+    if squeezed:
+        y_true = ops.squeeze(y_true, -1)
+    if from_sorted_ids:
+        first_k = ops.getitem(y_pred, (Ellipsis, slice(0, k)))
+        hits = ops.equal(ops.expand_dims(ops.cast(y_true, y_pred.dtype), -1), first_k)
+        matches = ops.max(ops.cast(hits, floatx()), axis=-1)
+    else:
+        matches = ops.cast(in_top_k(y_true, y_pred, k), floatx())
+    return ops.expand_dims(matches, -1) if squeezed else matches
 
 
 def top_k_categorical_accuracy(y_true, y_pred, k=5):
-    """1.0 where the class of one-hot `y_true` is among the k largest of `y_pred` (ties count
-    for the target, as Keras's in_top_k)."""
-    y_true = ops.argmax(ops.convert_to_tensor(y_true), axis=-1)
-    return _top_k_matches(y_true, y_pred, k)
+    """1.0 where the class of one-hot `y_true` is among the k largest of `y_pred`."""
+    return _top_k_matches(ops.argmax(ops.convert_to_tensor(y_true), axis=-1), y_pred, k)
 
 
 def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5, from_sorted_ids=False):
     """1.0 where integer label `y_true` is among the k largest of `y_pred`; with
     `from_sorted_ids`, y_pred holds class ids sorted by score and the first k are checked."""
-    y_pred = ops.convert_to_tensor(y_pred)
-    if not from_sorted_ids:
-        return _top_k_matches(ops.cast(ops.convert_to_tensor(y_true), "int32"), y_pred, k)
-    y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
-    true_shape = tuple(y_true.shape)
-    y_true = ops.reshape(y_true, (-1, 1))
-    first_k = ops.getitem(ops.reshape(y_pred, (-1, y_pred.shape[-1])), (slice(None), slice(0, k)))
-    matches = ops.cast(ops.max(ops.cast(ops.equal(y_true, first_k), floatx()), axis=1), floatx())
-    return ops.reshape(matches, (-1,) + true_shape[1:]) if len(true_shape) > 1 else matches
+    return _top_k_matches(y_true, y_pred, k, from_sorted_ids)
 
 
 class TopKCategoricalAccuracy(MeanMetricWrapper):

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from kgraph import ops
+from kgraph.losses.loss import squeeze_or_expand_to_same_rank
 from kgraph.metrics.metric import Metric
 from kgraph.metrics.metrics_utils import EPSILON, confusion_matrix
 
@@ -39,8 +40,9 @@ class _IoUBase(Metric):
             y_true = ops.argmax(y_true, axis=self.axis)
         if not self.sparse_y_pred:
             y_pred = ops.argmax(y_pred, axis=self.axis)
-        y_true = ops.reshape(ops.cast(y_true, self.dtype), (-1,))
-        y_pred = ops.reshape(ops.cast(y_pred, self.dtype), (-1,))
+        y_true = ops.cast(y_true, self.dtype)
+        y_pred = ops.cast(y_pred, self.dtype)
+        y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
         if sample_weight is None:
             weight = ops.ones_like(y_true)
         else:
@@ -51,7 +53,9 @@ class _IoUBase(Metric):
                     f"dtype is {self.dtype}; they are truncated. Pass integer weights or dtype='float32'.",
                     stacklevel=2,
                 )
-            weight = ops.reshape(ops.cast(sample_weight, self.dtype), (-1,))
+            weight = ops.cast(sample_weight, self.dtype)
+            while len(weight.shape) < len(y_true.shape):
+                weight = ops.expand_dims(weight, -1)
             weight = ops.multiply(weight, ops.ones_like(y_true))
         num = float(self.num_classes)
         in_bounds = ops.logical_and(

@@ -104,10 +104,6 @@ def in_top_k(targets, predictions, k):
     return ops.less(larger, float(k))
 
 
-def _flat(x):
-    return ops.reshape(x, (-1,))
-
-
 def update_confusion_matrix_variables(
     variables_to_update,
     y_true,
@@ -179,16 +175,16 @@ def update_confusion_matrix_variables(
     else:
         score, cut, compare = y_pred, thresholds.astype(dtype), ops.greater
 
-    labels = ops.not_equal(y_true, 0.0)
-    if multi_label:
-        cut = cut.reshape(num_thresholds, 1, 1)
-        score, labels = ops.expand_dims(score, 0), ops.expand_dims(labels, 0)
-        weights = None if weights is None else ops.expand_dims(weights, 0)
-    else:
-        cut = cut.reshape(num_thresholds, 1)
-        score, labels = ops.expand_dims(_flat(score), 0), ops.expand_dims(_flat(labels), 0)
-        weights = None if weights is None else ops.expand_dims(_flat(weights), 0)
-    pred_pos = compare(score, cut)  # (T, M) or (T, N, C)
+    # No flattening (a graph cannot merge the unknown batch axis with others): the thresholds
+    # get a leading axis of their own and the counts sum over every data axis (multi_label:
+    # over the samples only, one count per label column).
+    rank = len(y_pred.shape)
+    labels = ops.expand_dims(ops.not_equal(y_true, 0.0), 0)
+    score = ops.expand_dims(score, 0)
+    weights = None if weights is None else ops.expand_dims(weights, 0)
+    cut = cut.reshape((num_thresholds,) + (1,) * rank)
+    axes = 1 if multi_label else tuple(range(1, rank + 1))
+    pred_pos = compare(score, cut)  # (T, *y_pred.shape)
     pred_neg = ops.logical_not(pred_pos)
     label_neg = ops.logical_not(labels)
     conditions = {
@@ -204,18 +200,26 @@ def update_confusion_matrix_variables(
             counts = ops.cast(hit, dtype)
         else:
             counts = ops.where(hit, weights, 0.0)
-        variable.assign(ops.add(variable, ops.cast(ops.sum(counts, axis=1), variable.dtype)))
+        variable.assign(ops.add(variable, ops.cast(ops.sum(counts, axis=axes), variable.dtype)))
 
 
 def confusion_matrix(labels, predictions, num_classes, weights=None, dtype="int32"):
     """The (num_classes, num_classes) matrix of summed weights, rows labels, columns predictions.
 
-    Built as one_hot(labels)^T @ (one_hot(predictions) * weights): one matmul, no scatter.
+    Per sample, one_hot(labels)^T @ (one_hot(predictions) * weights) (a batched matmul over
+    the positions of the sample), summed over the batch: no scatter, no flattening of the
+    batch axis.
     """
-    labels = _flat(ops.cast(labels, "int32"))
-    predictions = _flat(ops.cast(predictions, "int32"))
-    rows = ops.one_hot(labels, num_classes, dtype="float32")
-    cols = ops.one_hot(predictions, num_classes, dtype="float32")
-    if weights is not None:
-        cols = ops.multiply(cols, ops.expand_dims(_flat(ops.cast(weights, "float32")), -1))
-    return ops.cast(ops.matmul(ops.transpose(rows), cols), dtype)
+    labels, predictions = ops.cast(labels, "int32"), ops.cast(predictions, "int32")
+    if weights is None:
+        weights = ops.ones_like(labels)
+    weights = ops.cast(weights, "float32")
+    if len(labels.shape) == 1:
+        labels, predictions, weights = (ops.expand_dims(t, 1) for t in (labels, predictions, weights))
+    elif len(labels.shape) > 2:
+        positions = int(np.prod(labels.shape[1:]))
+        labels, predictions, weights = (ops.reshape(t, (-1, positions)) for t in (labels, predictions, weights))
+    rows = ops.one_hot(labels, num_classes, dtype="float32")  # (N, M, C)
+    cols = ops.multiply(ops.one_hot(predictions, num_classes, dtype="float32"), ops.expand_dims(weights, -1))
+    per_sample = ops.matmul(ops.transpose(rows, (0, 2, 1)), cols)
+    return ops.cast(ops.sum(per_sample, axis=0), dtype)
