@@ -944,6 +944,7 @@ for k, (cls, config) in enumerate(json.loads(str(data["specs"]))):
     for step in range(int(data["steps"])):
         optimizer.apply([data[f"g{step}_{i}"] for i in range(len(variables))], variables)
     results.update({f"{k}_{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)})
+    results.update({f"{k}_state_{j}": np.asarray(v.numpy()) for j, v in enumerate(optimizer.variables)})
 np.savez(sys.argv[2], **results)
 """
 
@@ -964,7 +965,7 @@ def test_new_optimizers_match_keras(tmp_path):
     for _, make, *_ in NEW_CASES:
         optimizer = make()
         specs.append((type(optimizer).__name__, {k: v for k, v in optimizer.get_config().items() if k != "name"}))
-        ours.append(_run(optimizer, initial, grads)[1][-1])
+        ours.append((_run(optimizer, initial, grads)[1][-1], [v.numpy() for v in optimizer.variables]))
     arrays = {"specs": json.dumps(specs), "n_vars": len(initial), "steps": len(grads)}
     arrays.update({f"w{i}": w for i, w in enumerate(initial)})
     arrays.update({f"g{s}_{i}": g for s, step in enumerate(grads) for i, g in enumerate(step)})
@@ -982,6 +983,13 @@ def test_new_optimizers_match_keras(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     theirs = np.load(tmp_path / "out.npz")
     for k, (name, *_) in enumerate(NEW_CASES):
-        for i, got in enumerate(ours[k]):
-            atol = 1e-6 if name.startswith("ftrl") else 1e-7  # Ftrl's cancellation, as above
+        weights, state = ours[k]
+        atol = 1e-6 if name.startswith("ftrl") else 1e-7  # Ftrl's cancellation, as above
+        for i, got in enumerate(weights):
             np.testing.assert_allclose(got, theirs[f"{k}_{i}"], rtol=1e-6, atol=atol, err_msg=name)
+        # The optimizer state, index by index: the `.keras` layout (optimizer/vars/0..N) matches.
+        assert sum(key.startswith(f"{k}_state_") for key in theirs.files) == len(state), name
+        for j, got in enumerate(state):
+            want = theirs[f"{k}_state_{j}"]
+            assert got.shape == want.shape, (name, j)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{name} state {j}")
