@@ -145,11 +145,9 @@ def test_update_rule_float32(name, make, reference):
 
 @pytest.mark.parametrize("name,make,reference", CASES, ids=[c[0] for c in CASES])
 def test_update_rule_float64(name, make, reference):
-    # Float64 variables should agree to ~1e-12, but ops.cast(0.9, "float64") passes the Python
-    # float through float32 first (an ops bug, reported), so hyperparameters are rounded: 1e-6.
     initial, grads = _problem(seed=1, dtype="float64")
     _, history = _run(make(), initial, grads)
-    _compare(history, reference(initial, grads), rtol=1e-6)
+    _compare(history, reference(initial, grads), rtol=1e-12)
 
 
 def test_adagrad_and_adamw():
