@@ -991,3 +991,24 @@ def test_new_optimizers_match_keras(tmp_path):
             want = theirs[f"{k}_state_{j}"]
             assert got.shape == want.shape, (name, j)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{name} state {j}")
+
+
+def test_new_optimizers_state_survives_a_keras_file(tmp_path):
+    """model.save / load_model restores every new optimizer's state, index by index."""
+    import kgraph
+    from kgraph import saving
+
+    rng = np.random.default_rng(11)
+    for cls in (optimizers.Adadelta, optimizers.Adamax, optimizers.Nadam, optimizers.Ftrl, optimizers.Lion,
+                optimizers.Lamb, optimizers.Adafactor):
+        model = kgraph.Sequential([kgraph.Input((3,)), kgraph.layers.Dense(2)])
+        model.compile(optimizer=cls(0.01), loss="mse")
+        model.optimizer.build(model.trainable_weights)
+        for variable in model.optimizer.variables:
+            variable.assign(rng.integers(1, 9, variable.shape).astype(variable.dtype))
+        model.save(tmp_path / "model.keras")
+        loaded = saving.load_model(tmp_path / "model.keras")
+        assert type(loaded.optimizer) is cls
+        assert [v.shape for v in loaded.optimizer.variables] == [v.shape for v in model.optimizer.variables]
+        for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+            np.testing.assert_array_equal(restored.numpy(), saved.numpy(), err_msg=f"{cls.__name__} {saved.path}")
