@@ -558,30 +558,25 @@ def ref_adafactor(lr, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_t
     return update
 
 
-# (id, optimizer factory, reference update, weight decay). Learning rates go through float32,
-# as the optimizer stores them.
-def _case(name, make, reference, lr, weight_decay=None, **kwargs):
-    return (name, make(lr, kwargs, weight_decay), reference(_lr32(lr), **kwargs), _lr32(lr), weight_decay)
-
-
-def _factory(cls):
-    def make(lr, kwargs, weight_decay):
-        return lambda: cls(lr, weight_decay=weight_decay, **kwargs)
-
-    return make
+def _case(name, cls, reference, lr, weight_decay=None, **kwargs):
+    """(id, optimizer factory, reference update, learning rate, weight decay); `kwargs` go to
+    both the optimizer and its reference. The learning rate goes through float32, as the
+    optimizer stores it."""
+    make = lambda: cls(lr, weight_decay=weight_decay, **kwargs)  # noqa: E731
+    return (name, make, reference(_lr32(lr), **kwargs), _lr32(lr), weight_decay)
 
 
 NEW_CASES = [
-    _case("adadelta", _factory(optimizers.Adadelta), ref_adadelta, 1.0),
-    _case("adadelta_rho", _factory(optimizers.Adadelta), ref_adadelta, 0.5, rho=0.8, epsilon=1e-4),
-    _case("adamax", _factory(optimizers.Adamax), ref_adamax, 0.01),
-    _case("adamax_betas", _factory(optimizers.Adamax), ref_adamax, 0.02, beta_1=0.7, beta_2=0.9, epsilon=1e-3),
-    _case("nadam", _factory(optimizers.Nadam), ref_nadam, 0.01),
-    _case("nadam_betas", _factory(optimizers.Nadam), ref_nadam, 0.02, beta_1=0.8, beta_2=0.95, epsilon=1e-4),
-    _case("ftrl", _factory(optimizers.Ftrl), ref_ftrl, 0.1),
+    _case("adadelta", optimizers.Adadelta, ref_adadelta, 1.0),
+    _case("adadelta_rho", optimizers.Adadelta, ref_adadelta, 0.5, rho=0.8, epsilon=1e-4),
+    _case("adamax", optimizers.Adamax, ref_adamax, 0.01),
+    _case("adamax_betas", optimizers.Adamax, ref_adamax, 0.02, beta_1=0.7, beta_2=0.9, epsilon=1e-3),
+    _case("nadam", optimizers.Nadam, ref_nadam, 0.01),
+    _case("nadam_betas", optimizers.Nadam, ref_nadam, 0.02, beta_1=0.8, beta_2=0.95, epsilon=1e-4),
+    _case("ftrl", optimizers.Ftrl, ref_ftrl, 0.1),
     _case(
         "ftrl_regularized",
-        _factory(optimizers.Ftrl),
+        optimizers.Ftrl,
         ref_ftrl,
         0.2,
         learning_rate_power=-0.7,
@@ -591,16 +586,16 @@ NEW_CASES = [
         l2_shrinkage_regularization_strength=0.2,
         beta=0.5,
     ),
-    _case("lion", _factory(optimizers.Lion), ref_lion, 0.01),
-    _case("lion_weight_decay", _factory(optimizers.Lion), ref_lion, 0.02, 0.1, beta_1=0.5, beta_2=0.9),
-    _case("lamb", _factory(optimizers.Lamb), ref_lamb, 0.01),
+    _case("lion", optimizers.Lion, ref_lion, 0.01),
+    _case("lion_weight_decay", optimizers.Lion, ref_lion, 0.02, 0.1, beta_1=0.5, beta_2=0.9),
+    _case("lamb", optimizers.Lamb, ref_lamb, 0.01),
     _case(
-        "lamb_weight_decay", _factory(optimizers.Lamb), ref_lamb, 0.05, 0.05, beta_1=0.8, beta_2=0.9, epsilon=1e-3
+        "lamb_weight_decay", optimizers.Lamb, ref_lamb, 0.05, 0.05, beta_1=0.8, beta_2=0.9, epsilon=1e-3
     ),
-    _case("adafactor", _factory(optimizers.Adafactor), ref_adafactor, 0.1),
+    _case("adafactor", optimizers.Adafactor, ref_adafactor, 0.1),
     _case(
         "adafactor_args",
-        _factory(optimizers.Adafactor),
+        optimizers.Adafactor,
         ref_adafactor,
         0.3,
         beta_2_decay=-0.5,
