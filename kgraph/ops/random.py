@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kgraph.ir import SymbolicTensor
+from kgraph.ir.tensor import current_graph
 from kgraph.ops.registry import OpDef, bind, register
 
 MASK = 0xFFFFFFFF
@@ -54,6 +56,11 @@ register(OpDef("random_uniform", "kernel", _uniform_infer, _uniform_reference,
 def random_uniform(seed, shape, salt=0, dtype="float32"):
     """The registered op: uniform [0, 1) of `shape` (None dims are the batch size)."""
     shape = tuple(None if d is None else int(d) for d in shape)
+    if None in shape and not isinstance(seed, SymbolicTensor):
+        # a batch-sized draw while a functional model is built: a symbolic value whose
+        # shape the model needs (the compiled step replays the call with its own seed)
+        graph = current_graph()
+        seed = SymbolicTensor(graph, graph.add_constant(np.asarray(seed, dtype=np.int64)).id)
     return bind("random_uniform", [seed], shape=shape, salt=int(salt), dtype=dtype)
 
 
