@@ -13,6 +13,7 @@ from kgraph import random
 from kgraph import layers
 from kgraph import losses, metrics, optimizers
 from kgraph import callbacks
+from kgraph import data
 from kgraph import models
 from kgraph import saving
 from kgraph import exporters as export
@@ -22,5 +23,5 @@ from kgraph.layers import Input, InputSpec, Layer
 from kgraph.models import Model, Sequential
 
 __all__ = ["config", "ops", "activations", "initializers", "regularizers", "random", "layers", "losses",
-           "metrics", "optimizers", "callbacks", "models", "saving", "export", "utils", "Variable", "Input",
+           "metrics", "optimizers", "callbacks", "data", "models", "saving", "export", "utils", "Variable", "Input",
            "InputSpec", "Layer", "Model", "Sequential"]
