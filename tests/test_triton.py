@@ -37,10 +37,10 @@ from kgraph import ops  # noqa: E402
 from kgraph.compiler.autodiff import gradients  # noqa: E402
 from kgraph.compiler.lower.triton import compile_graph_triton  # noqa: E402
 from kgraph.compiler.lower.triton.aot import kernel_specs  # noqa: E402
-from kgraph.compiler.lower.triton.codegen import KernelWriter  # noqa: E402
+from kgraph.compiler.lower.triton.codegen import renders  # noqa: E402
 from kgraph.ir import Graph, SymbolicTensor, tracing  # noqa: E402
 from kgraph.ops import OPS  # noqa: E402
-from kgraph.ops.registry import ELEMENTWISE, Spec, bind  # noqa: E402
+from kgraph.ops.registry import Spec, bind  # noqa: E402
 from kgraph.runtime.reference import evaluate  # noqa: E402
 
 BATCHES = (2, 5, 1)
@@ -54,12 +54,7 @@ def _rng(*key):
 
 def rendered(name):
     """None when the Triton backend renders op `name`, else why it does not."""
-    opdef = OPS[name]
-    if opdef.kind == ELEMENTWISE or opdef.view or name in ("matmul", "sum", "mean", "max", "min", "prod"):
-        return None
-    if hasattr(KernelWriter, f"_op_{name}") or name in ("conv", "conv_input_grad", "conv_filter_grad"):
-        return None
-    return f"the Triton backend has no kernel template for '{name}' yet"
+    return None if renders(OPS[name]) else f"the Triton backend has no kernel template for '{name}' yet"
 
 
 # -- cases (the registry's samples, as tests/test_ops.py draws them) ---------------------------------

@@ -39,6 +39,19 @@ from kgraph.ops.shapes import num_elements
 
 PRECISIONS = ("ieee", "tf32", "tf32x3")
 CONV_OPS = ("conv", "conv_input_grad", "conv_filter_grad")
+REDUCTIONS = ("sum", "mean", "max", "min", "prod")  # combines of the reduction template
+
+
+def renders(opdef):
+    """Whether this backend renders the op of OpDef `opdef`: elementwise ops from their scalar
+    formula, views, matmul and the reductions from their templates, any other op from a
+    KernelWriter `_op_<name>` method or the convolution templates."""
+    name = opdef.name
+    if opdef.kind == ELEMENTWISE:
+        return opdef.scalar is not None
+    if opdef.view or name == "matmul" or name in REDUCTIONS or name in CONV_OPS:
+        return True
+    return hasattr(KernelWriter, f"_op_{name}")
 
 
 class LoweringError(NotImplementedError):
