@@ -3,6 +3,7 @@
 import inspect
 
 from kgraph._serialization import deserialize_keras_object, register_public, serialize_keras_object
+from kgraph.losses.ctc import CTC, ctc
 from kgraph.losses.loss import (
     Loss,
     apply_mask,
@@ -75,6 +76,7 @@ CLASSES = [
     CategoricalHinge,
     Dice,
     Tversky,
+    CTC,
 ]
 FUNCTIONS = [
     kl_divergence,
@@ -96,6 +98,7 @@ FUNCTIONS = [
     categorical_hinge,
     dice,
     tversky,
+    ctc,
 ]
 ALL_OBJECTS = CLASSES + FUNCTIONS
 
