@@ -74,6 +74,17 @@ from kgraph.layers.pooling import (  # noqa: F401
     MaxPooling2D,
     MaxPooling3D,
 )
+from kgraph.layers.recurrent import (
+    GRU,
+    LSTM,
+    RNN,
+    GRUCell,
+    LSTMCell,
+    Masking,
+    SimpleRNN,
+    SimpleRNNCell,
+    StackedRNNCells,
+)
 from kgraph.layers.regularization import (
     ActivityRegularization,
     AlphaDropout,
@@ -96,6 +107,7 @@ from kgraph.layers.reshaping import (  # noqa: F401
     ZeroPadding2D,
     ZeroPadding3D,
 )
+from kgraph.layers.wrappers import Bidirectional, TimeDistributed
 
 ALL_OBJECTS = [Layer, InputLayer, Dense, Activation, Identity, Flatten, Reshape, Dropout, Add, Subtract, Multiply,
                Average, Maximum, Minimum, Concatenate]
@@ -109,6 +121,8 @@ ALL_OBJECTS += [Conv1D, Conv2D, Conv3D, Conv1DTranspose, Conv2DTranspose, Conv3D
                 GlobalMaxPooling3D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalAveragePooling3D,
                 UpSampling1D, UpSampling2D, UpSampling3D, ZeroPadding1D, ZeroPadding2D, ZeroPadding3D, Cropping1D,
                 Cropping2D, Cropping3D, Permute, RepeatVector]
+ALL_OBJECTS += [SimpleRNN, LSTM, GRU, SimpleRNNCell, LSTMCell, GRUCell, RNN, StackedRNNCells, Masking,
+                TimeDistributed, Bidirectional]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
 
 # Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.

@@ -23,6 +23,7 @@ from kgraph.ops.shapes import num_elements
 # The modules (kgraph.ops.conv the module, not keras.ops.conv the function of the same name).
 conv_ops = importlib.import_module("kgraph.ops.conv")
 pool_ops = importlib.import_module("kgraph.ops.pool")
+recurrent_ops = importlib.import_module("kgraph.ops.recurrent")
 
 JIT = '@njit(cache=True, error_model="numpy")'
 JIT_REDUCE = '@njit(cache=True, error_model="numpy", fastmath={"reassoc"})'
@@ -553,7 +554,7 @@ KERNEL_TEMPLATES = {
     "pad": _pad, "take": _take, "take_grad": _take_grad, "argmax": _arg_extremum,
     "argmin": _arg_extremum, "reduced_count": _reduced_count,
     "random_uniform": random_ops.numba_template,
-    **conv_ops.NUMBA_TEMPLATES, **pool_ops.NUMBA_TEMPLATES,
+    **conv_ops.NUMBA_TEMPLATES, **pool_ops.NUMBA_TEMPLATES, **recurrent_ops.NUMBA_TEMPLATES,
 }
 
 

@@ -17,7 +17,7 @@ import hashlib
 import importlib
 import inspect
 
-KERNEL_MODULES = ("kgraph.ops.conv", "kgraph.ops.pool", "kgraph.ops.matmul")
+KERNEL_MODULES = ("kgraph.ops.conv", "kgraph.ops.pool", "kgraph.ops.matmul", "kgraph.ops.recurrent")
 
 
 def _module(module):

@@ -1,0 +1,523 @@
+"""Recurrent layers: SimpleRNN, LSTM, GRU, their cells, RNN(cell) and StackedRNNCells.
+
+A layer computes the input projection of every timestep with one matmul, then runs the
+time loop in one compiled op (kgraph/ops/recurrent.py), whose gradient is backpropagation
+through time in the same compiled step. Weights are named and laid out as Keras 3 stores
+them (kernel (input_dim, G*units), recurrent_kernel (units, G*units), bias; LSTM gates
+i, f, c, o; GRU gates z, r, h with bias (2, 3*units) when reset_after), so Keras weights
+load unchanged. See docs/recurrent.md for what is supported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kgraph import activations, initializers, ops, regularizers
+from kgraph import random as krandom
+from kgraph.ir import SymbolicTensor, tracing
+from kgraph.layers.layer import Layer
+from kgraph.ops.recurrent import activation_name
+from kgraph.ops.registry import bind
+
+
+def _serialize_initializer(value):
+    return initializers.serialize(value) if value is not None else None
+
+
+class _Cell(Layer):
+    """What the built-in cells share: weights, config, and the fused sequence op."""
+
+    GATES = 1
+    STATES = 1
+    has_recurrent_activation = False
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None, kernel_constraint=None,
+                 recurrent_constraint=None, bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, seed=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(units, (int, np.integer)) or units <= 0:
+            raise ValueError(f'{type(self).__name__} "{self.name}": units must be a positive integer, got {units!r}')
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self._activation = activation_name(self.activation, f'{type(self).__name__} "{self.name}"')
+        if self.has_recurrent_activation:
+            self.recurrent_activation = activations.get(recurrent_activation)
+            self._recurrent_activation = activation_name(self.recurrent_activation,
+                                                         f'{type(self).__name__} "{self.name}"',
+                                                         "recurrent_activation")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = kernel_constraint
+        self.recurrent_constraint = recurrent_constraint
+        self.bias_constraint = bias_constraint
+        self.dropout = min(1.0, max(0.0, float(dropout)))
+        self.recurrent_dropout = min(1.0, max(0.0, float(recurrent_dropout)))
+        if self.recurrent_dropout > 0:
+            raise NotImplementedError(
+                f'{type(self).__name__} "{self.name}": recurrent_dropout={recurrent_dropout} is not supported by '
+                "kgraph's fused recurrent kernels (dropout on the inputs is); use recurrent_dropout=0")
+        self.seed = seed
+        self.seed_generator = krandom.SeedGenerator(seed) if self.dropout > 0 else None
+        self.state_size = [self.units] * self.STATES if self.STATES > 1 else self.units
+        self.output_size = self.units
+
+    def _bias_shape(self):
+        return (self.GATES * self.units,)
+
+    def _bias_initializer(self):
+        return self.bias_initializer
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(f'{type(self).__name__} "{self.name}": the last dimension of the input must be known, '
+                             f"got input shape {input_shape}")
+        width = self.GATES * self.units
+        self.kernel = self.add_weight(shape=(input_dim, width), initializer=self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+                                      name="kernel")
+        self.recurrent_kernel = self.add_weight(shape=(self.units, width), initializer=self.recurrent_initializer,
+                                                regularizer=self.recurrent_regularizer,
+                                                constraint=self.recurrent_constraint, name="recurrent_kernel")
+        self.bias = self.add_weight(shape=self._bias_shape(), initializer=self._bias_initializer(),
+                                    regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+                                    name="bias") if self.use_bias else None
+        self.built = True
+
+    def _set_paths(self, prefix):
+        """Keras's variable paths (<layer>/<cell>/<name>) when the cell belongs to a layer."""
+        for variable in self.weights:
+            variable.path = f"{prefix}/{self.name}/{variable.name}"
+
+    # -- the fused time loop -------------------------------------------------------------------------
+    def _projection(self, x, training):
+        if training and self.dropout > 0:
+            # One dropout mask per sequence, shared by its timesteps (as Keras's cells draw it).
+            x = krandom.dropout(x, self.dropout, noise_shape=(None, 1, x.shape[-1]), seed=self.seed_generator)
+        xp = ops.matmul(x, self.kernel)
+        bias = self._input_bias()
+        return xp if bias is None else ops.add(xp, bias)
+
+    def _input_bias(self):
+        return self.bias
+
+    def _attrs(self):
+        return {"activation": self._activation}
+
+    def sequence(self, x, states, mask, training=False):
+        """(outputs (n, T, units), final states) of the cell run over x (n, T, d) with a bool mask."""
+        raise NotImplementedError
+
+    def get_initial_state(self, batch_size=None):
+        raise NotImplementedError("kgraph's cells start from zeros; pass initial_state to the layer instead")
+
+    def call(self, inputs, states, training=False):
+        """One step (Keras's cell API): inputs (n, d), states -> (output, new states)."""
+        states = list(states) if isinstance(states, (list, tuple)) else [states]
+        x = ops.expand_dims(inputs, 1)
+        mask = ops.full_like(x[:, :, 0], True, dtype="bool")
+        outputs, new_states = self.sequence(x, states, mask, training)
+        return outputs[:, 0], new_states
+
+    def get_config(self):
+        config = {**super().get_config(), "units": self.units,
+                  "activation": activations.serialize(self.activation)}
+        if self.has_recurrent_activation:
+            config["recurrent_activation"] = activations.serialize(self.recurrent_activation)
+        config.update({
+            "use_bias": self.use_bias,
+            "kernel_initializer": _serialize_initializer(self.kernel_initializer),
+            "recurrent_initializer": _serialize_initializer(self.recurrent_initializer),
+            "bias_initializer": _serialize_initializer(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": None, "recurrent_constraint": None, "bias_constraint": None,
+            "dropout": self.dropout, "recurrent_dropout": self.recurrent_dropout, "seed": self.seed,
+        })
+        return config
+
+
+class SimpleRNNCell(_Cell):
+    """h = activation(x @ kernel + h @ recurrent_kernel + bias)."""
+
+    def __init__(self, units, activation="tanh", **kwargs):
+        super().__init__(units, activation=activation, **kwargs)
+
+    def sequence(self, x, states, mask, training=False):
+        xp = self._projection(x, training)
+        packed = bind("simple_rnn_sequence", [xp, states[0], self.recurrent_kernel, mask], **self._attrs())
+        return packed, [packed[:, -1]]
+
+
+class LSTMCell(_Cell):
+    """Keras's LSTM cell: gates i, f, c, o in the kernel's columns; unit_forget_bias."""
+
+    GATES = 4
+    STATES = 2
+    has_recurrent_activation = True
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", unit_forget_bias=True, **kwargs):
+        self.unit_forget_bias = bool(unit_forget_bias)
+        super().__init__(units, activation=activation, recurrent_activation=recurrent_activation, **kwargs)
+
+    def _bias_initializer(self):
+        if not self.unit_forget_bias:
+            return self.bias_initializer
+        base, units = self.bias_initializer, self.units
+
+        def initializer(shape, dtype=None):
+            # the forget gate's bias starts at 1 (Jozefowicz et al.), the others as configured
+            return np.concatenate([np.asarray(base((units,), dtype=dtype)), np.ones((units,), dtype),
+                                   np.asarray(base((units * 2,), dtype=dtype))])
+        return initializer
+
+    def _attrs(self):
+        return {"activation": self._activation, "recurrent_activation": self._recurrent_activation}
+
+    def sequence(self, x, states, mask, training=False):
+        u = self.units
+        xp = self._projection(x, training)
+        packed = bind("lstm_sequence", [xp, states[0], states[1], self.recurrent_kernel, mask], **self._attrs())
+        last = packed[:, -1]
+        return packed[:, :, :u], [last[:, :u], last[:, u:2 * u]]
+
+    def get_config(self):
+        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+
+
+class GRUCell(_Cell):
+    """Keras's GRU cell: gates z, r, h; reset_after=True (bias (2, 3*units)) or False."""
+
+    GATES = 3
+    has_recurrent_activation = True
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", reset_after=True, **kwargs):
+        self.reset_after = bool(reset_after)
+        super().__init__(units, activation=activation, recurrent_activation=recurrent_activation, **kwargs)
+
+    def _bias_shape(self):
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+
+    def _input_bias(self):
+        if self.bias is None:
+            return None
+        return self.bias[0] if self.reset_after else self.bias
+
+    def _attrs(self):
+        return {"activation": self._activation, "recurrent_activation": self._recurrent_activation,
+                "reset_after": self.reset_after}
+
+    def sequence(self, x, states, mask, training=False):
+        xp = self._projection(x, training)
+        if self.bias is not None and self.reset_after:
+            rbias = self.bias[1]
+        else:
+            rbias = np.zeros((3 * self.units,), xp.dtype)
+        packed = bind("gru_sequence", [xp, states[0], self.recurrent_kernel, mask, rbias], **self._attrs())
+        return packed[:, :, :self.units], [packed[:, -1, :self.units]]
+
+    def get_config(self):
+        return {**super().get_config(), "reset_after": self.reset_after}
+
+
+class StackedRNNCells(Layer):
+    """Cells applied in turn at every step (each cell's output is the next one's input)."""
+
+    def __init__(self, cells, **kwargs):
+        super().__init__(**kwargs)
+        self.cells = list(cells)
+        for cell in self.cells:
+            _check_cell(cell, "StackedRNNCells")
+
+    @property
+    def state_size(self):
+        return [cell.state_size for cell in self.cells]
+
+    @property
+    def output_size(self):
+        return self.cells[-1].output_size
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for cell in self.cells:
+            if not cell.built:
+                _build_cell(cell, shape)
+            shape = shape[:-1] + (cell.output_size,)
+        self.built = True
+
+    def get_config(self):
+        from kgraph.layers import serialize
+
+        return {**super().get_config(), "cells": [serialize(cell) for cell in self.cells]}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from kgraph.layers import deserialize
+
+        config = dict(config)
+        cells = [deserialize(c, custom_objects=custom_objects) for c in config.pop("cells")]
+        return cls(cells, **{k: v for k, v in config.items() if k in ("name", "trainable", "dtype")})
+
+
+def _check_cell(cell, where):
+    if not isinstance(cell, (_Cell, StackedRNNCells)):
+        raise NotImplementedError(
+            f"{where}: the cell {type(cell).__name__} is not supported. kgraph compiles the time loop of its "
+            "built-in cells (SimpleRNNCell, LSTMCell, GRUCell and StackedRNNCells of them) as fused ops; "
+            "custom cells (a general scan over a Python step function) are not supported")
+
+
+def _build_cell(cell, shape):
+    cell._build_shapes_dict = {"input_shape": shape}
+    cell.build(shape)
+    cell.built = True
+
+
+def _zeros(x, units):
+    """Zeros of shape (batch, units) in x's graph (the batch may be known only at run time)."""
+    if not isinstance(x, SymbolicTensor):
+        return np.zeros((x.shape[0], units), x.dtype)
+    with tracing(x.graph):
+        return bind("broadcast_to", [np.zeros((), x.dtype)], shape=(x.shape[0], units))
+
+
+class RNN(Layer):
+    """Keras's RNN layer for the built-in cells (and StackedRNNCells / lists of them)."""
+
+    def __init__(self, cell, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
+                 unroll=False, zero_output_for_mask=False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(cell, (list, tuple)):
+            cell = StackedRNNCells(cell)
+        _check_cell(cell, f'{type(self).__name__} "{self.name}"')
+        if stateful:
+            raise NotImplementedError(
+                f'{type(self).__name__} "{self.name}": stateful=True is not supported (each batch starts from '
+                "zeros or initial_state); use stateful=False")
+        self.cell = cell
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.stateful = False
+        self.unroll = bool(unroll)  # accepted; the loop is always a compiled op
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.supports_masking = True
+
+    @property
+    def _cells(self):
+        return self.cell.cells if isinstance(self.cell, StackedRNNCells) else [self.cell]
+
+    @property
+    def state_size(self):
+        return self.cell.state_size
+
+    def build(self, input_shape):
+        if isinstance(input_shape, list) and input_shape and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise ValueError(f'{type(self).__name__} "{self.name}": expected an input of rank 3 (batch, timesteps, '
+                             f"features), got shape {shape}")
+        for cell in self._cells:
+            if not cell.built:
+                _build_cell(cell, shape)
+            shape = shape[:-1] + (cell.units,)
+            cell._set_paths(self.name)
+        if isinstance(self.cell, StackedRNNCells):
+            self.cell.built = True
+        self.built = True
+
+    def _initial_states(self, x, initial_state):
+        counts = [c.STATES for c in self._cells]
+        if initial_state is None:
+            flat = [_zeros(x, c.units) for c in self._cells for _ in range(c.STATES)]
+        else:
+            flat = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            if len(flat) != sum(counts):
+                raise ValueError(f'{type(self).__name__} "{self.name}": expected {sum(counts)} initial state '
+                                 f"tensor(s), got {len(flat)}")
+            flat = [ops.cast(ops.convert_to_tensor(s), x.dtype) for s in flat]
+        grouped, k = [], 0
+        for count in counts:
+            grouped.append(flat[k:k + count])
+            k += count
+        return grouped
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        x = ops.convert_to_tensor(sequences)
+        if x.shape[1] is None:
+            raise ValueError(f'{type(self).__name__} "{self.name}": the number of timesteps must be known, got '
+                             f"input shape {x.shape}")
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        mask = ops.full_like(x[:, :, 0], True, dtype="bool") if mask is None else ops.cast(mask, "bool")
+        if self.go_backwards:
+            x, mask = x[:, ::-1], mask[:, ::-1]
+        states = self._initial_states(x, initial_state)
+        final = []
+        for cell, cell_states in zip(self._cells, states):
+            x, new_states = cell.sequence(x, cell_states, mask, training)
+            final += new_states
+        last = final[-self._cells[-1].STATES]
+        if self.return_sequences:
+            output = x
+            if self.zero_output_for_mask:
+                output = ops.where(ops.expand_dims(mask, -1), output, ops.zeros_like(output))
+        else:
+            output = last
+        return [output] + final if self.return_state else output
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask] + [None] * sum(c.STATES for c in self._cells)
+        return output_mask
+
+    def compute_output_shape(self, input_shape):
+        units = self._cells[-1].units
+        batch = input_shape[0]
+        out = (batch, input_shape[1], units) if self.return_sequences else (batch, units)
+        if self.return_state:
+            return [out] + [(batch, c.units) for c in self._cells for _ in range(c.STATES)]
+        return out
+
+    def get_config(self):
+        from kgraph.layers import serialize
+
+        config = {**super().get_config(), "return_sequences": self.return_sequences,
+                  "return_state": self.return_state, "go_backwards": self.go_backwards, "stateful": self.stateful,
+                  "unroll": self.unroll, "zero_output_for_mask": self.zero_output_for_mask}
+        if type(self) is RNN:
+            config["cell"] = serialize(self.cell)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from kgraph.layers import deserialize
+
+        if cls is not RNN:
+            return super().from_config(config)
+        config = dict(config)
+        cell = config.pop("cell")
+        cell = [deserialize(c, custom_objects=custom_objects) for c in cell] if isinstance(cell, list) else \
+            deserialize(cell, custom_objects=custom_objects)
+        return cls(cell, **config)
+
+
+_CELL_ARGUMENTS = ("units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",
+                   "bias_initializer", "kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
+                   "kernel_constraint", "recurrent_constraint", "bias_constraint", "dropout", "recurrent_dropout",
+                   "seed")
+
+
+class _FusedRNN(RNN):
+    """SimpleRNN / LSTM / GRU: an RNN whose cell is made from the layer's own arguments."""
+
+    CELL = None
+    CELL_NAME = ""
+    EXTRA = ()
+
+    def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", kernel_regularizer=None,
+                 recurrent_regularizer=None, bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 recurrent_constraint=None, bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, seed=None,
+                 return_sequences=False, return_state=False, go_backwards=False, stateful=False, unroll=False,
+                 zero_output_for_mask=False, **kwargs):
+        extra = {k: kwargs.pop(k) for k in self.EXTRA if k in kwargs}
+        layer_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in ("name", "trainable", "dtype")}
+        cell = self.CELL(units, activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
+                         recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
+                         kernel_regularizer=kernel_regularizer, recurrent_regularizer=recurrent_regularizer,
+                         bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
+                         recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint, dropout=dropout,
+                         recurrent_dropout=recurrent_dropout, seed=seed, name=self.CELL_NAME,
+                         dtype=layer_kwargs.get("dtype"), **extra)
+        super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
+                         go_backwards=go_backwards, stateful=stateful, unroll=unroll,
+                         zero_output_for_mask=zero_output_for_mask,
+                         activity_regularizer=regularizers.get(activity_regularizer), **layer_kwargs, **kwargs)
+
+    def __getattr__(self, name):  # units, activation, ... read through to the cell (as Keras's properties)
+        if name in _CELL_ARGUMENTS + ("recurrent_activation", "unit_forget_bias", "reset_after"):
+            cell = self.__dict__.get("cell")
+            if cell is not None:
+                return getattr(cell, name)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def get_config(self):
+        config = super().get_config()
+        cell_config = self.cell.get_config()
+        for key in ("name", "trainable", "dtype"):
+            cell_config.pop(key, None)
+        config.update(cell_config)
+        config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
+        return config
+
+
+class SimpleRNN(_FusedRNN):
+    """Keras's SimpleRNN: h = activation(x W + h U + b), the loop compiled (see docs/recurrent.md)."""
+
+    CELL = SimpleRNNCell
+    CELL_NAME = "simple_rnn_cell"
+
+
+class LSTM(_FusedRNN):
+    """Keras's LSTM (gates i, f, c, o), the loop compiled with its BPTT gradient (docs/recurrent.md)."""
+
+    CELL = LSTMCell
+    CELL_NAME = "lstm_cell"
+    EXTRA = ("recurrent_activation", "unit_forget_bias")
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", unit_forget_bias=True, **kwargs):
+        super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
+                         unit_forget_bias=unit_forget_bias, **kwargs)
+
+
+class GRU(_FusedRNN):
+    """Keras's GRU (gates z, r, h; reset_after=True by default), the loop compiled (docs/recurrent.md)."""
+
+    CELL = GRUCell
+    CELL_NAME = "gru_cell"
+    EXTRA = ("recurrent_activation", "reset_after")
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", reset_after=True, **kwargs):
+        super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
+                         reset_after=reset_after, **kwargs)
+
+
+class Masking(Layer):
+    """Masks timesteps whose features all equal `mask_value` (their output is zeros)."""
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_value = mask_value
+        self.supports_masking = True
+        self.built = True
+
+    def _keep(self, inputs):
+        differs = ops.cast(ops.not_equal(inputs, self.mask_value), inputs.dtype)
+        return ops.greater(ops.max(differs, axis=-1), 0)
+
+    def call(self, inputs):
+        inputs = ops.convert_to_tensor(inputs)
+        keep = self._keep(inputs)
+        return ops.multiply(inputs, ops.expand_dims(ops.cast(keep, inputs.dtype), -1))
+
+    def compute_mask(self, inputs, mask=None):
+        return self._keep(ops.convert_to_tensor(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mask_value": self.mask_value}

@@ -1,0 +1,189 @@
+"""Wrappers: TimeDistributed and Bidirectional (Keras 3 names, arguments and configs)."""
+
+from __future__ import annotations
+
+from kgraph import ops
+from kgraph.layers.layer import Layer
+
+
+def _copy_layer(layer, **overrides):
+    """A new layer of the same class and config (weights not shared), with `overrides`."""
+    config = layer.get_config()
+    config.update(overrides)
+    return type(layer).from_config(config)
+
+
+def _reverse_time(x):
+    return x[:, ::-1]
+
+
+class TimeDistributed(Layer):
+    """Applies `layer` to every timestep (axis 1) of its input, with the same weights.
+
+    Layers that act on the last axis only (Dense, Activation, Dropout...) run once on the
+    whole sequence; others run once per timestep (a static loop while tracing: the steps
+    are independent, so the compiled graph has one copy of the layer's ops per step)."""
+
+    LAST_AXIS_LAYERS = ("Dense", "Activation", "Dropout", "ReLU", "LeakyReLU", "ELU", "Softmax",
+                        "LayerNormalization", "Identity")
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(layer, Layer):
+            raise ValueError(f'TimeDistributed "{self.name}": expected a Layer to wrap, got {type(layer).__name__}')
+        self.layer = layer
+        self.supports_masking = True
+
+    def _per_step_shape(self, input_shape):
+        if len(input_shape) < 3:
+            raise ValueError(f'TimeDistributed "{self.name}": the input must have rank >= 3 (batch, timesteps, ...), '
+                             f"got shape {tuple(input_shape)}")
+        return (input_shape[0],) + tuple(input_shape[2:])
+
+    def build(self, input_shape):
+        step_shape = self._per_step_shape(tuple(input_shape))
+        if not self.layer.built:
+            self.layer._build_shapes_dict = {"input_shape": step_shape}
+            self.layer.build(step_shape)
+            self.layer.built = True
+        self.built = True
+
+    def _acts_on_last_axis(self):
+        return type(self.layer).__name__ in self.LAST_AXIS_LAYERS and (
+            type(self.layer).__name__ != "LayerNormalization" or tuple(getattr(self.layer, "axis", (-1,))) in
+            ((-1,), [-1]))
+
+    def call(self, inputs, training=None, mask=None):
+        x = ops.convert_to_tensor(inputs)
+        if self._acts_on_last_axis():
+            return self.layer(x, training=training)
+        steps = x.shape[1]
+        if steps is None:
+            raise ValueError(f'TimeDistributed "{self.name}": the number of timesteps must be known to wrap '
+                             f"{type(self.layer).__name__}, got input shape {x.shape}")
+        outputs = [self.layer(x[:, t], training=training) for t in range(steps)]
+        return ops.stack(outputs, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def get_config(self):
+        from kgraph.layers import serialize
+
+        return {**super().get_config(), "layer": serialize(self.layer)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from kgraph.layers import deserialize
+
+        config = dict(config)
+        layer = deserialize(config.pop("layer"), custom_objects=custom_objects)
+        return cls(layer, **config)
+
+
+class Bidirectional(Layer):
+    """Runs a recurrent layer forwards and a copy backwards over the sequence and merges them."""
+
+    MERGE_MODES = ("sum", "mul", "ave", "concat", None)
+
+    def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, **kwargs):
+        super().__init__(**kwargs)
+        from kgraph.layers.recurrent import RNN
+
+        if not isinstance(layer, RNN):
+            raise ValueError(f'Bidirectional "{self.name}": expected a recurrent layer (SimpleRNN, LSTM, GRU, RNN), '
+                             f"got {type(layer).__name__}")
+        if merge_mode not in self.MERGE_MODES:
+            raise ValueError(f'Bidirectional "{self.name}": invalid merge_mode {merge_mode!r}; expected one of '
+                             f"{list(self.MERGE_MODES)}")
+        if backward_layer is not None:
+            if not isinstance(backward_layer, RNN):
+                raise ValueError(f'Bidirectional "{self.name}": backward_layer must be a recurrent layer, got '
+                                 f"{type(backward_layer).__name__}")
+            for attribute in ("return_sequences", "return_state"):
+                if getattr(backward_layer, attribute) != getattr(layer, attribute):
+                    raise ValueError(f'Bidirectional "{self.name}": forward and backward layers must have the same '
+                                     f"{attribute}, got {getattr(layer, attribute)} and "
+                                     f"{getattr(backward_layer, attribute)}")
+            if backward_layer.go_backwards == layer.go_backwards:
+                raise ValueError(f'Bidirectional "{self.name}": backward_layer must have go_backwards='
+                                 f"{not layer.go_backwards} (the opposite of the forward layer)")
+        base = layer.name[len("forward_"):] if layer.name.startswith("forward_") else layer.name
+        self.forward_layer = _copy_layer(layer, name="forward_" + base)
+        self.backward_layer = backward_layer if backward_layer is not None else _copy_layer(
+            layer, name="backward_" + base, go_backwards=not layer.go_backwards)
+        for copy in (self.forward_layer, self.backward_layer):
+            copy.zero_output_for_mask = copy.return_sequences  # as Keras forces it
+        self.merge_mode = merge_mode
+        self.return_sequences = layer.return_sequences
+        self.return_state = layer.return_state
+        self._initial_weights = weights
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        for layer in (self.forward_layer, self.backward_layer):
+            if not layer.built:
+                layer._build_shapes_dict = {"input_shape": tuple(input_shape)}
+                layer.build(tuple(input_shape))
+                layer.built = True
+        if self._initial_weights is not None:
+            self.set_weights(self._initial_weights)
+            self._initial_weights = None
+        self.built = True
+
+    def _merge(self, y_f, y_b):
+        if self.merge_mode == "concat":
+            return ops.concatenate([y_f, y_b], axis=-1)
+        if self.merge_mode == "sum":
+            return ops.add(y_f, y_b)
+        if self.merge_mode == "ave":
+            return ops.multiply(ops.add(y_f, y_b), 0.5)
+        if self.merge_mode == "mul":
+            return ops.multiply(y_f, y_b)
+        return [y_f, y_b]
+
+    def call(self, sequences, initial_state=None, mask=None, training=None):
+        forward_state = backward_state = None
+        if initial_state is not None:
+            half = len(initial_state) // 2
+            forward_state, backward_state = list(initial_state[:half]), list(initial_state[half:])
+        y_f = self.forward_layer(sequences, initial_state=forward_state, mask=mask, training=training)
+        y_b = self.backward_layer(sequences, initial_state=backward_state, mask=mask, training=training)
+        states_f = states_b = []
+        if self.return_state:
+            y_f, states_f = y_f[0], list(y_f[1:])
+            y_b, states_b = y_b[0], list(y_b[1:])
+        if self.return_sequences:
+            y_b = _reverse_time(y_b)  # the backward layer's outputs run from the last step
+        output = self._merge(y_f, y_b)
+        if self.return_state:
+            outputs = output if isinstance(output, list) else [output]
+            return outputs + states_f + states_b
+        return output
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        output_mask = mask if self.return_sequences else None
+        outputs = [output_mask, output_mask] if self.merge_mode is None else [output_mask]
+        if self.return_state:
+            return outputs + [None] * (len(self.forward_layer._cells) * 2 * self.forward_layer._cells[0].STATES)
+        return outputs if self.merge_mode is None else output_mask
+
+    def get_config(self):
+        from kgraph.layers import serialize
+
+        config = {**super().get_config(), "merge_mode": self.merge_mode, "layer": serialize(self.forward_layer)}
+        config["backward_layer"] = serialize(self.backward_layer)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from kgraph.layers import deserialize
+
+        config = dict(config)
+        layer = deserialize(config.pop("layer"), custom_objects=custom_objects)
+        backward = config.pop("backward_layer", None)
+        if backward is not None:
+            backward = deserialize(backward, custom_objects=custom_objects)
+        return cls(layer, backward_layer=backward, **config)

@@ -1,0 +1,782 @@
+"""Recurrences: `simple_rnn_sequence`, `lstm_sequence`, `gru_sequence` and their BPTT ops.
+
+Each forward op runs the whole time loop of one recurrent layer in one kernel. The input
+projection `x @ W + b` is not part of the op (the layers compute it with one matmul over
+every timestep); the op adds the recurrent product `h @ U` per step and applies the
+cell's gates, Keras 3's formulas and gate orders:
+
+- simple_rnn: h = act(xp + h U)
+- lstm (gates i, f, c, o): z = xp + h U; i, f, o = ract(z_i, z_f, z_o); g = act(z_c);
+  c = f c + i g; h = o act(c)
+- gru (gates z, r, h; `rbias` the recurrent bias, zeros when reset_after is False):
+  inner = h U + rbias; z = ract(xp_z + inner_z); r = ract(xp_r + inner_r);
+  reset_after: hh = act(xp_h + r inner_h), else hh = act(xp_h + (r h) U_h + rbias_h);
+  h = z h + (1 - z) hh
+
+Inputs are xp (n, T, G*u), the initial state(s) (n, u), U (u, G*u), a bool mask (n, T)
+(a False step carries the state through unchanged) and, for gru, rbias (G*u,). A node has
+one value (docs/design.md), so the output packs, per step, the state and what the backward
+pass needs: (n, T, P) with
+- simple_rnn: [h] (P = u)
+- lstm: [h, c, i, f, g, o] (P = 6u)
+- gru: [h, z, r, hh, rec] (P = 5u), rec = inner_h (reset_after) or (r h) U_h + rbias_h.
+Every part is differentiable (the backward op takes an upstream gradient for each).
+
+The backward op `<op>_grad(upstream, packed, states..., U, mask[, rbias])` runs the time
+loop backwards and returns (n, T*K + S*u): per step the gradients of the pre-activations
+(K = G*u; gru also appends d rec, K = 4u), then those of the initial states. The gradient
+rule reads the input projection's gradient from it and computes dU (and d rbias) with one
+batched matmul over the steps. Activations are attrs from ACTIVATIONS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kgraph import ops
+from kgraph.ops.kernels import numba_entry, numba_kernel
+from kgraph.ops.registry import OpDef, bind, register
+
+KERNEL = "kernel"
+ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "hard_sigmoid": 3, "relu": 4}
+CELLS = {"simple_rnn": (1, 1, 1), "lstm": (4, 2, 6), "gru": (3, 1, 5)}  # gates G, states S, packed P / u
+
+
+def activation_name(activation, layer, argument="activation"):
+    """The ACTIVATIONS name of a Keras activation (a name or one of kgraph's functions)."""
+    if activation is None:
+        return "linear"
+    name = activation if isinstance(activation, str) else getattr(activation, "__name__", repr(activation))
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{layer}: {argument}={name!r} is not supported by the compiled recurrent kernels; "
+                         f"use one of {sorted(ACTIVATIONS)}")
+    return name
+
+
+# -- numpy references -------------------------------------------------------------------------------
+def _act(name, x):
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if name == "hard_sigmoid":
+        return np.clip(x + 3.0, 0.0, 6.0) / 6.0
+    if name == "relu":
+        return np.maximum(x, 0)
+    return x
+
+
+def _dact(name, y):
+    """The activation's derivative, from its output."""
+    if name == "tanh":
+        return 1.0 - y * y
+    if name == "sigmoid":
+        return y * (1.0 - y)
+    if name == "hard_sigmoid":
+        return ((y > 0) & (y < 1)) / 6.0
+    if name == "relu":
+        return (y > 0).astype(y.dtype)
+    return np.ones_like(y)
+
+
+def _rnn_reference(attrs, xp, h0, U, mask):
+    n, T, _ = xp.shape
+    h = h0.copy()
+    out = np.zeros(xp.shape, np.result_type(xp, U))
+    for t in range(T):
+        hn = _act(attrs["activation"], xp[:, t] + h @ U)
+        h = np.where(mask[:, t, None], hn, h)
+        out[:, t] = h
+    return out
+
+
+def _lstm_reference(attrs, xp, h0, c0, U, mask):
+    n, T, _ = xp.shape
+    u = U.shape[0]
+    act, ract = attrs["activation"], attrs["recurrent_activation"]
+    h, c = h0.copy(), c0.copy()
+    out = np.zeros((n, T, 6 * u), np.result_type(xp, U))
+    for t in range(T):
+        z = xp[:, t] + h @ U
+        i = _act(ract, z[:, :u])
+        f = _act(ract, z[:, u:2 * u])
+        g = _act(act, z[:, 2 * u:3 * u])
+        o = _act(ract, z[:, 3 * u:])
+        cn = f * c + i * g
+        hn = o * _act(act, cn)
+        keep = mask[:, t, None]
+        h, c = np.where(keep, hn, h), np.where(keep, cn, c)
+        out[:, t] = np.concatenate([h, c, i, f, g, o], axis=1)
+    return out
+
+
+def _gru_reference(attrs, xp, h0, U, mask, rbias):
+    n, T, _ = xp.shape
+    u = U.shape[0]
+    act, ract = attrs["activation"], attrs["recurrent_activation"]
+    h = h0.copy()
+    out = np.zeros((n, T, 5 * u), np.result_type(xp, U))
+    for t in range(T):
+        x = xp[:, t]
+        inner = h @ U[:, :2 * u] + rbias[:2 * u]
+        z = _act(ract, x[:, :u] + inner[:, :u])
+        r = _act(ract, x[:, u:2 * u] + inner[:, u:])
+        if attrs["reset_after"]:
+            rec = h @ U[:, 2 * u:] + rbias[2 * u:]
+            hh = _act(act, x[:, 2 * u:] + r * rec)
+        else:
+            rec = (r * h) @ U[:, 2 * u:] + rbias[2 * u:]
+            hh = _act(act, x[:, 2 * u:] + rec)
+        hn = z * h + (1 - z) * hh
+        h = np.where(mask[:, t, None], hn, h)
+        out[:, t] = np.concatenate([h, z, r, hh, rec], axis=1)
+    return out
+
+
+def _previous(packed, h0, t, lo, hi):
+    return h0 if t == 0 else packed[:, t - 1, lo:hi]
+
+
+def _rnn_grad_reference(attrs, gy, packed, h0, U, mask):
+    n, T, u = packed.shape
+    act = attrs["activation"]
+    out = np.zeros((n, T * u + u), np.result_type(gy, U))
+    dh = np.zeros_like(h0, dtype=out.dtype)
+    for t in reversed(range(T)):
+        m = mask[:, t, None]
+        total = dh + gy[:, t]
+        dpre = np.where(m, total, 0) * _dact(act, packed[:, t])
+        out[:, t * u:(t + 1) * u] = dpre
+        dh = dpre @ U.T + np.where(m, 0, total)
+    out[:, T * u:] = dh
+    return out
+
+
+def _lstm_grad_reference(attrs, gy, packed, h0, c0, U, mask):
+    n, T, _ = packed.shape
+    u = U.shape[0]
+    act, ract = attrs["activation"], attrs["recurrent_activation"]
+    out = np.zeros((n, T * 4 * u + 2 * u), np.result_type(gy, U))
+    dh = np.zeros((n, u), out.dtype)
+    dc = np.zeros((n, u), out.dtype)
+    for t in reversed(range(T)):
+        m = mask[:, t, None]
+        parts = [packed[:, t, k * u:(k + 1) * u] for k in range(6)]
+        _, c, i, f, g, o = parts
+        gys = [gy[:, t, k * u:(k + 1) * u] for k in range(6)]
+        dh_total, dc_total = dh + gys[0], dc + gys[1]
+        dhn = np.where(m, dh_total, 0)
+        tc = _act(act, c)
+        dcn = np.where(m, dc_total, 0) + dhn * o * _dact(act, tc)
+        c_prev = _previous(packed, c0, t, u, 2 * u)
+        di = (gys[2] + dcn * g) * _dact(ract, i)
+        df = (gys[3] + dcn * c_prev) * _dact(ract, f)
+        dg = (gys[4] + dcn * i) * _dact(act, g)
+        do = (gys[5] + dhn * tc) * _dact(ract, o)
+        dpre = np.concatenate([di, df, dg, do], axis=1)
+        out[:, t * 4 * u:(t + 1) * 4 * u] = dpre
+        dh = dpre @ U.T + np.where(m, 0, dh_total)
+        dc = dcn * f + np.where(m, 0, dc_total)
+    out[:, T * 4 * u:T * 4 * u + u] = dh
+    out[:, T * 4 * u + u:] = dc
+    return out
+
+
+def _gru_grad_reference(attrs, gy, packed, h0, U, mask, rbias):
+    n, T, _ = packed.shape
+    u = U.shape[0]
+    act, ract = attrs["activation"], attrs["recurrent_activation"]
+    out = np.zeros((n, T * 4 * u + u), np.result_type(gy, U))
+    dh = np.zeros((n, u), out.dtype)
+    for t in reversed(range(T)):
+        m = mask[:, t, None]
+        _, z, r, hh, rec = (packed[:, t, k * u:(k + 1) * u] for k in range(5))
+        gys = [gy[:, t, k * u:(k + 1) * u] for k in range(5)]
+        h_prev = _previous(packed, h0, t, 0, u)
+        total = dh + gys[0]
+        dhn = np.where(m, total, 0)
+        dh = np.where(m, 0, total) + dhn * z
+        dpre_h = (gys[3] + dhn * (1 - z)) * _dact(act, hh)
+        dz = gys[1] + dhn * (h_prev - hh)
+        if attrs["reset_after"]:
+            drec = gys[4] + dpre_h * r
+            dr = gys[2] + dpre_h * rec
+        else:
+            drec = gys[4] + dpre_h
+            drh = drec @ U[:, 2 * u:].T
+            dr = gys[2] + drh * h_prev
+            dh = dh + drh * r
+        dpre_z = dz * _dact(ract, z)
+        dpre_r = dr * _dact(ract, r)
+        out[:, t * 4 * u:(t + 1) * 4 * u] = np.concatenate([dpre_z, dpre_r, dpre_h, drec], axis=1)
+        dh = dh + np.concatenate([dpre_z, dpre_r], axis=1) @ U[:, :2 * u].T
+        if attrs["reset_after"]:
+            dh = dh + drec @ U[:, 2 * u:].T
+    out[:, T * 4 * u:] = dh
+    return out
+
+
+# -- shape rules ---------------------------------------------------------------------------------------
+def _check(op, cell, xp, states, U, mask, rbias=None):
+    gates = CELLS[cell][0]
+    if len(xp.shape) != 3 or len(U.shape) != 2:
+        raise ValueError(f"{op}: expected x_proj (batch, timesteps, {gates}*units) and a recurrent kernel "
+                         f"(units, {gates}*units), got {xp.shape} and {U.shape}")
+    u = U.shape[0]
+    n, T = xp.shape[0], xp.shape[1]
+    if T is None:
+        raise ValueError(f"{op}: the number of timesteps must be known, got x_proj of shape {xp.shape}")
+    if U.shape[1] != gates * u or xp.shape[2] != gates * u:
+        raise ValueError(f"{op}: x_proj {xp.shape} and the recurrent kernel {U.shape} must have {gates}*units "
+                         f"columns for {u} units")
+    for state in states:
+        if tuple(state.shape) != (n, u):
+            raise ValueError(f"{op}: initial states must have shape (batch, units) = {(n, u)}, got {state.shape}")
+    if tuple(mask.shape) != (n, T) or mask.dtype != "bool":
+        raise ValueError(f"{op}: the mask must be bool of shape (batch, timesteps) = {(n, T)}, got "
+                         f"{mask.dtype} {mask.shape}")
+    if rbias is not None and tuple(rbias.shape) != (gates * u,):
+        raise ValueError(f"{op}: the recurrent bias must have shape ({gates * u},), got {rbias.shape}")
+    return n, T, u, ops.result_type(xp.dtype, U.dtype)
+
+
+def _check_attrs(op, attrs):
+    for key in ("activation", "recurrent_activation"):
+        if key in attrs and attrs[key] not in ACTIVATIONS:
+            raise ValueError(f"{op}: {key}={attrs[key]!r} is not one of {sorted(ACTIVATIONS)}")
+
+
+def _forward_infer(cell):
+    def infer(attrs, *specs):
+        _check_attrs(cell + "_sequence", attrs)
+        xp, *rest = specs
+        states = rest[:CELLS[cell][1]]
+        U, mask = rest[CELLS[cell][1]], rest[CELLS[cell][1] + 1]
+        rbias = rest[-1] if cell == "gru" else None
+        n, T, u, dtype = _check(cell + "_sequence", cell, xp, states, U, mask, rbias)
+        return (n, T, CELLS[cell][2] * u), dtype
+    return infer
+
+
+def _backward_infer(cell):
+    def infer(attrs, gy, packed, *rest):
+        op = cell + "_sequence_grad"
+        _check_attrs(op, attrs)
+        gates, count, width = CELLS[cell]
+        U = rest[count]
+        if tuple(gy.shape) != tuple(packed.shape) or len(packed.shape) != 3:
+            raise ValueError(f"{op}: the upstream gradient {gy.shape} must have the forward output's shape "
+                             f"{packed.shape}")
+        u = U.shape[0]
+        n, T = packed.shape[0], packed.shape[1]
+        if packed.shape[2] != width * u:
+            raise ValueError(f"{op}: the forward output {packed.shape} must have {width}*units columns")
+        per_step = 4 * u if cell == "gru" else gates * u
+        return (n, T * per_step + count * u), ops.result_type(gy.dtype, U.dtype)
+    return infer
+
+
+# -- gradient rules ------------------------------------------------------------------------------------
+def _weight_grad(a, b):
+    """sum over batch and time of a[n, t]^T b[n, t]: (n, T, p), (n, T, q) -> (p, q)."""
+    a_t = ops.transpose(a, (1, 0, 2))
+    b_t = ops.transpose(b, (1, 0, 2))
+    return ops.sum(bind("matmul", [a_t, b_t], transpose_a=True, transpose_b=False), axis=0)
+
+
+def _steps(flat, T, width):
+    return ops.reshape(flat[:, :T * width], (-1, T, width))
+
+
+def _previous_states(packed, h0, lo, hi):
+    """The state before each step: (n, T, hi - lo) from h0 and the packed states."""
+    T = packed.shape[1]
+    first = ops.expand_dims(h0, 1)
+    if T == 1:
+        return first
+    return ops.concatenate([first, packed[:, :T - 1, lo:hi]], axis=1)
+
+
+def _rnn_grad(ctx):
+    xp, h0, U, mask = ctx.inputs
+    T, u = xp.shape[1], U.shape[0]
+    flat = bind("simple_rnn_sequence_grad", [ctx.upstream, ctx.output, h0, U, mask], **ctx.attrs)
+    dxp = _steps(flat, T, u)
+    h_prev = _previous_states(ctx.output, h0, 0, u)
+    return [dxp, flat[:, T * u:], _weight_grad(h_prev, dxp), None]
+
+
+def _lstm_grad(ctx):
+    xp, h0, c0, U, mask = ctx.inputs
+    T, u = xp.shape[1], U.shape[0]
+    flat = bind("lstm_sequence_grad", [ctx.upstream, ctx.output, h0, c0, U, mask], **ctx.attrs)
+    dxp = _steps(flat, T, 4 * u)
+    h_prev = _previous_states(ctx.output, h0, 0, u)
+    end = T * 4 * u
+    return [dxp, flat[:, end:end + u], flat[:, end + u:], _weight_grad(h_prev, dxp), None]
+
+
+def _gru_grad(ctx):
+    xp, h0, U, mask, rbias = ctx.inputs
+    T, u = xp.shape[1], U.shape[0]
+    flat = bind("gru_sequence_grad", [ctx.upstream, ctx.output, h0, U, mask, rbias], **ctx.attrs)
+    steps = _steps(flat, T, 4 * u)
+    dxp = steps[:, :, :3 * u]
+    dzr, drec = steps[:, :, :2 * u], steps[:, :, 3 * u:]
+    h_prev = _previous_states(ctx.output, h0, 0, u)
+    if ctx.attrs["reset_after"]:
+        inner = ops.concatenate([dzr, drec], axis=2)
+        dU = _weight_grad(h_prev, inner)
+    else:
+        inner = ops.concatenate([dzr, drec], axis=2)
+        r = ctx.output[:, :, 2 * u:3 * u]
+        dU = ops.concatenate([_weight_grad(h_prev, dzr), _weight_grad(ops.multiply(r, h_prev), drec)], axis=1)
+    drbias = ops.sum(inner, axis=(0, 1))
+    return [dxp, flat[:, T * 4 * u:], dU, None, drbias]
+
+
+# -- samples ------------------------------------------------------------------------------------------------
+N, T_SAMPLE, UNITS = 2, 4, 3  # batch 2; the recurrent kernel's first axis (units) is not 2
+MASKS = (np.ones((N, T_SAMPLE), bool), np.array([[True, False, True, True], [False, True, True, False]]))
+
+
+def _draw(rng, *shape, scale=0.6):
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+def _inputs(rng, cell, mask):
+    gates, count, _ = CELLS[cell]
+    arrays = [_draw(rng, N, T_SAMPLE, gates * UNITS, scale=1.0)]
+    arrays += [_draw(rng, N, UNITS) for _ in range(count)]
+    arrays += [_draw(rng, UNITS, gates * UNITS), mask]
+    if cell == "gru":
+        arrays.append(_draw(rng, gates * UNITS))
+    return arrays
+
+
+SAMPLE_ATTRS = {
+    "simple_rnn": [{"activation": "tanh"}, {"activation": "sigmoid"}],
+    "lstm": [{"activation": "tanh", "recurrent_activation": "sigmoid"},
+             {"activation": "tanh", "recurrent_activation": "hard_sigmoid"}],
+    "gru": [{"activation": "tanh", "recurrent_activation": "sigmoid", "reset_after": True},
+            {"activation": "tanh", "recurrent_activation": "sigmoid", "reset_after": False}],
+}
+REFERENCES = {"simple_rnn": _rnn_reference, "lstm": _lstm_reference, "gru": _gru_reference}
+
+
+def _forward_samples(cell):
+    def samples(rng):
+        return [(_inputs(rng, cell, mask), dict(attrs)) for attrs in SAMPLE_ATTRS[cell] for mask in MASKS]
+    return samples
+
+
+def _backward_samples(cell):
+    def samples(rng):
+        cases = []
+        for attrs in SAMPLE_ATTRS[cell]:
+            for mask in MASKS:
+                inputs = _inputs(rng, cell, mask)
+                packed = REFERENCES[cell](attrs, *inputs).astype(np.float32)
+                cases.append(([_draw(rng, *packed.shape), packed] + inputs[1:], dict(attrs)))
+        return cases
+    return samples
+
+
+# -- numba kernels (generic over sizes; compiled once by kgraph.compiler.lower.numba.kernels) ----------
+# The per-step recurrent product h @ U is one BLAS GEMM (single-threaded: the steps are
+# sequential and each product is small); the gates are loops over the batch and units.
+# Activation codes are ACTIVATIONS' values. The names gemm, blas_get_threads,
+# blas_set_threads and array_at come from the backend (numba/blas.py).
+gemm = blas_get_threads = blas_set_threads = array_at = None
+
+
+@numba_kernel()
+def _activate(x, code):
+    if code == 1:
+        return np.tanh(x)
+    if code == 2:
+        return 1.0 / (1.0 + np.exp(-x))
+    if code == 3:
+        return min(max(x + 3.0, 0.0), 6.0) / 6.0
+    if code == 4:
+        return max(x, 0.0)
+    return x + 0.0
+
+
+@numba_kernel()
+def _derivative(y, code):
+    """The activation's derivative from its output y."""
+    if code == 1:
+        return 1.0 - y * y
+    if code == 2:
+        return y * (1.0 - y)
+    if code == 3:
+        return 1.0 / 6.0 if 0.0 < y < 1.0 else 0.0
+    if code == 4:
+        return 1.0 if y > 0.0 else 0.0
+    return 1.0
+
+
+@numba_kernel()
+def rnn_forward_kernel(xp, h0, U, mask, out, act):
+    n, T, u = xp.shape
+    h = h0.copy()
+    z = np.empty((n, u), xp.dtype)
+    saved = blas_get_threads()
+    blas_set_threads(1)
+    for t in range(T):
+        gemm(False, False, n, u, u, h.ctypes.data, u, U.ctypes.data, u, z.ctypes.data, u, 0.0, xp.itemsize)
+        for b in range(n):
+            x, zr, hb, row = xp[b, t], z[b], h[b], out[b, t]
+            if mask[b, t] != 0:
+                for j in range(u):
+                    hb[j] = _activate(x[j] + zr[j], act)
+            for j in range(u):
+                row[j] = hb[j]
+    blas_set_threads(saved)
+
+
+@numba_kernel()
+def rnn_backward_kernel(gy, packed, h0, U, mask, out, act):
+    n, T, u = packed.shape
+    dh = np.zeros((n, u), out.dtype)
+    W = out.shape[1]
+    saved = blas_get_threads()
+    blas_set_threads(1)
+    for t in range(T - 1, -1, -1):
+        for b in range(n):
+            g, p, d, dhb = gy[b, t], packed[b, t], out[b, t * u:(t + 1) * u], dh[b]
+            if mask[b, t] != 0:
+                for j in range(u):
+                    d[j] = (dhb[j] + g[j]) * _derivative(p[j], act)
+                    dhb[j] = 0.0
+            else:
+                for j in range(u):
+                    d[j] = 0.0
+                    dhb[j] += g[j]
+        # dh += dpre @ U^T (beta 1 keeps the carried part of masked steps)
+        gemm(False, True, n, u, u, out.ctypes.data + t * u * out.itemsize, W, U.ctypes.data, u,
+             dh.ctypes.data, u, 1.0, out.itemsize)
+    blas_set_threads(saved)
+    for b in range(n):
+        for j in range(u):
+            out[b, T * u + j] = dh[b, j]
+
+
+@numba_kernel()
+def lstm_forward_kernel(xp, h0, c0, U, mask, out, act, ract):
+    n, T, G = xp.shape
+    u = G // 4
+    h = h0.copy()
+    c = c0.copy()
+    z = np.empty((n, G), xp.dtype)
+    saved = blas_get_threads()
+    blas_set_threads(1)
+    for t in range(T):
+        gemm(False, False, n, G, u, h.ctypes.data, u, U.ctypes.data, G, z.ctypes.data, G, 0.0, xp.itemsize)
+        for b in range(n):
+            x, zr, hb, cb, row = xp[b, t], z[b], h[b], c[b], out[b, t]
+            keep = mask[b, t] != 0
+            for j in range(u):
+                i = _activate(x[j] + zr[j], ract)
+                f = _activate(x[u + j] + zr[u + j], ract)
+                g = _activate(x[2 * u + j] + zr[2 * u + j], act)
+                o = _activate(x[3 * u + j] + zr[3 * u + j], ract)
+                row[2 * u + j] = i
+                row[3 * u + j] = f
+                row[4 * u + j] = g
+                row[5 * u + j] = o
+                if keep:
+                    cn = f * cb[j] + i * g
+                    cb[j] = cn
+                    hb[j] = o * _activate(cn, act)
+                row[j] = hb[j]
+                row[u + j] = cb[j]
+    blas_set_threads(saved)
+
+
+@numba_kernel()
+def lstm_backward_kernel(gy, packed, h0, c0, U, mask, out, act, ract):
+    n, T, P = packed.shape
+    u = P // 6
+    G = 4 * u
+    W = out.shape[1]
+    dh = np.zeros((n, u), out.dtype)
+    dc = np.zeros((n, u), out.dtype)
+    saved = blas_get_threads()
+    blas_set_threads(1)
+    for t in range(T - 1, -1, -1):
+        for b in range(n):
+            g_, p, d, dhb, dcb = gy[b, t], packed[b, t], out[b, t * G:(t + 1) * G], dh[b], dc[b]
+            keep = mask[b, t] != 0
+            for j in range(u):
+                c_prev = packed[b, t - 1, u + j] if t > 0 else c0[b, j]
+                i, f, g, o = p[2 * u + j], p[3 * u + j], p[4 * u + j], p[5 * u + j]
+                dh_total = dhb[j] + g_[j]
+                dc_total = dcb[j] + g_[u + j]
+                tc = _activate(p[u + j], act)
+                if keep:
+                    dhn = dh_total
+                    dcn = dc_total + dhn * o * _derivative(tc, act)
+                    dhb[j] = 0.0
+                    dcb[j] = dcn * f
+                else:
+                    dhn = 0.0
+                    dcn = 0.0
+                    dhb[j] = dh_total
+                    dcb[j] = dc_total
+                d[j] = (g_[2 * u + j] + dcn * g) * _derivative(i, ract)
+                d[u + j] = (g_[3 * u + j] + dcn * c_prev) * _derivative(f, ract)
+                d[2 * u + j] = (g_[4 * u + j] + dcn * i) * _derivative(g, act)
+                d[3 * u + j] = (g_[5 * u + j] + dhn * tc) * _derivative(o, ract)
+        gemm(False, True, n, u, G, out.ctypes.data + t * G * out.itemsize, W, U.ctypes.data, G,
+             dh.ctypes.data, u, 1.0, out.itemsize)
+    blas_set_threads(saved)
+    for b in range(n):
+        for j in range(u):
+            out[b, T * G + j] = dh[b, j]
+            out[b, T * G + u + j] = dc[b, j]
+
+
+@numba_kernel()
+def gru_forward_kernel(xp, h0, U, mask, rbias, out, act, ract, reset_after):
+    n, T, G = xp.shape
+    u = G // 3
+    h = h0.copy()
+    z = np.empty((n, G), xp.dtype)
+    rh = np.empty((n, u), xp.dtype)
+    rec = np.empty((n, u), xp.dtype)
+    isz = xp.itemsize
+    saved = blas_get_threads()
+    blas_set_threads(1)
+    for t in range(T):
+        cols = G if reset_after else 2 * u
+        gemm(False, False, n, cols, u, h.ctypes.data, u, U.ctypes.data, G, z.ctypes.data, G, 0.0, isz)
+        for b in range(n):
+            x, zr, hb, row = xp[b, t], z[b], h[b], out[b, t]
+            for j in range(u):
+                zg = _activate(x[j] + zr[j] + rbias[j], ract)
+                r = _activate(x[u + j] + zr[u + j] + rbias[u + j], ract)
+                row[u + j] = zg
+                row[2 * u + j] = r
+                rh[b, j] = r * hb[j]
+        if not reset_after:
+            gemm(False, False, n, u, u, rh.ctypes.data, u, U.ctypes.data + 2 * u * isz, G, rec.ctypes.data, u,
+                 0.0, isz)
+        for b in range(n):
+            x, zr, hb, row = xp[b, t], z[b], h[b], out[b, t]
+            keep = mask[b, t] != 0
+            for j in range(u):
+                zg, r = row[u + j], row[2 * u + j]
+                if reset_after:
+                    rc = zr[2 * u + j] + rbias[2 * u + j]
+                    hh = _activate(x[2 * u + j] + r * rc, act)
+                else:
+                    rc = rec[b, j] + rbias[2 * u + j]
+                    hh = _activate(x[2 * u + j] + rc, act)
+                row[3 * u + j] = hh
+                row[4 * u + j] = rc
+                if keep:
+                    hb[j] = zg * hb[j] + (1.0 - zg) * hh
+                row[j] = hb[j]
+    blas_set_threads(saved)
+
+
+@numba_kernel()
+def gru_backward_kernel(gy, packed, h0, U, mask, out, act, ract, reset_after):
+    n, T, P = packed.shape
+    u = P // 5
+    G = 3 * u
+    K = 4 * u
+    W = out.shape[1]
+    isz = out.itemsize
+    dh = np.zeros((n, u), out.dtype)
+    drh = np.empty((n, u), out.dtype)
+    saved = blas_get_threads()
+    blas_set_threads(1)
+    for t in range(T - 1, -1, -1):
+        for b in range(n):
+            g_, p, d, dhb = gy[b, t], packed[b, t], out[b, t * K:(t + 1) * K], dh[b]
+            keep = mask[b, t] != 0
+            for j in range(u):
+                h_prev = packed[b, t - 1, j] if t > 0 else h0[b, j]
+                zg, r, hh, rc = p[u + j], p[2 * u + j], p[3 * u + j], p[4 * u + j]
+                total = dhb[j] + g_[j]
+                dhn = total if keep else 0.0
+                dhb[j] = dhn * zg if keep else total
+                dpre_h = (g_[3 * u + j] + dhn * (1.0 - zg)) * _derivative(hh, act)
+                d[u + j] = g_[2 * u + j]  # dr so far (reset_after adds its part below)
+                d[j] = (g_[u + j] + dhn * (h_prev - hh)) * _derivative(zg, ract)
+                d[2 * u + j] = dpre_h
+                if reset_after:
+                    d[3 * u + j] = g_[4 * u + j] + dpre_h * r
+                    d[u + j] = (d[u + j] + dpre_h * rc) * _derivative(r, ract)
+                else:
+                    d[3 * u + j] = g_[4 * u + j] + dpre_h
+        if not reset_after:
+            # d(r h) = drec @ U_h^T; then dr and the h_prev part r * d(r h)
+            gemm(False, True, n, u, u, out.ctypes.data + (t * K + 3 * u) * isz, W, U.ctypes.data + 2 * u * isz, G,
+                 drh.ctypes.data, u, 0.0, isz)
+            for b in range(n):
+                d, p = out[b, t * K:(t + 1) * K], packed[b, t]
+                for j in range(u):
+                    h_prev = packed[b, t - 1, j] if t > 0 else h0[b, j]
+                    r = p[2 * u + j]
+                    d[u + j] = (d[u + j] + drh[b, j] * h_prev) * _derivative(r, ract)
+                    dh[b, j] += drh[b, j] * r
+            gemm(False, True, n, u, 2 * u, out.ctypes.data + t * K * isz, W, U.ctypes.data, G,
+                 dh.ctypes.data, u, 1.0, isz)
+        else:
+            # dh += [dz, dr] @ U_zr^T + drec @ U_h^T
+            gemm(False, True, n, u, 2 * u, out.ctypes.data + t * K * isz, W, U.ctypes.data, G,
+                 dh.ctypes.data, u, 1.0, isz)
+            gemm(False, True, n, u, u, out.ctypes.data + (t * K + 3 * u) * isz, W, U.ctypes.data + 2 * u * isz, G,
+                 dh.ctypes.data, u, 1.0, isz)
+    blas_set_threads(saved)
+    for b in range(n):
+        for j in range(u):
+            out[b, T * K + j] = dh[b, j]
+
+
+# -- entry points (C-callable: addresses and sizes) ---------------------------------------------------------
+@numba_entry(9)
+def rnn_forward(itemsize, xp, h0, up, mp, op, n, T, u_act):
+    u, act = u_act // 8, u_act % 8
+    if itemsize == 4:
+        rnn_forward_kernel(array_at(xp, (n, T, u), np.float32), array_at(h0, (n, u), np.float32),
+                           array_at(up, (u, u), np.float32), array_at(mp, (n, T), np.uint8),
+                           array_at(op, (n, T, u), np.float32), act)
+    else:
+        rnn_forward_kernel(array_at(xp, (n, T, u), np.float64), array_at(h0, (n, u), np.float64),
+                           array_at(up, (u, u), np.float64), array_at(mp, (n, T), np.uint8),
+                           array_at(op, (n, T, u), np.float64), act)
+
+
+@numba_entry(10)
+def rnn_backward(itemsize, gp, pp, h0, up, mp, op, n, T, u_act):
+    u, act = u_act // 8, u_act % 8
+    if itemsize == 4:
+        rnn_backward_kernel(array_at(gp, (n, T, u), np.float32), array_at(pp, (n, T, u), np.float32),
+                            array_at(h0, (n, u), np.float32), array_at(up, (u, u), np.float32),
+                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T * u + u), np.float32), act)
+    else:
+        rnn_backward_kernel(array_at(gp, (n, T, u), np.float64), array_at(pp, (n, T, u), np.float64),
+                            array_at(h0, (n, u), np.float64), array_at(up, (u, u), np.float64),
+                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T * u + u), np.float64), act)
+
+
+@numba_entry(11)
+def lstm_forward(itemsize, xp, h0, c0, up, mp, op, n, T, u, acts):
+    act, ract = acts // 8, acts % 8
+    if itemsize == 4:
+        lstm_forward_kernel(array_at(xp, (n, T, 4 * u), np.float32), array_at(h0, (n, u), np.float32),
+                            array_at(c0, (n, u), np.float32), array_at(up, (u, 4 * u), np.float32),
+                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T, 6 * u), np.float32), act, ract)
+    else:
+        lstm_forward_kernel(array_at(xp, (n, T, 4 * u), np.float64), array_at(h0, (n, u), np.float64),
+                            array_at(c0, (n, u), np.float64), array_at(up, (u, 4 * u), np.float64),
+                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T, 6 * u), np.float64), act, ract)
+
+
+@numba_entry(12)
+def lstm_backward(itemsize, gp, pp, h0, c0, up, mp, op, n, T, u, acts):
+    act, ract = acts // 8, acts % 8
+    if itemsize == 4:
+        lstm_backward_kernel(array_at(gp, (n, T, 6 * u), np.float32), array_at(pp, (n, T, 6 * u), np.float32),
+                             array_at(h0, (n, u), np.float32), array_at(c0, (n, u), np.float32),
+                             array_at(up, (u, 4 * u), np.float32), array_at(mp, (n, T), np.uint8),
+                             array_at(op, (n, T * 4 * u + 2 * u), np.float32), act, ract)
+    else:
+        lstm_backward_kernel(array_at(gp, (n, T, 6 * u), np.float64), array_at(pp, (n, T, 6 * u), np.float64),
+                             array_at(h0, (n, u), np.float64), array_at(c0, (n, u), np.float64),
+                             array_at(up, (u, 4 * u), np.float64), array_at(mp, (n, T), np.uint8),
+                             array_at(op, (n, T * 4 * u + 2 * u), np.float64), act, ract)
+
+
+@numba_entry(11)
+def gru_forward(itemsize, xp, h0, up, mp, rp, op, n, T, u, acts):
+    act, ract, reset_after = acts // 64, (acts // 8) % 8, acts % 8 != 0
+    if itemsize == 4:
+        gru_forward_kernel(array_at(xp, (n, T, 3 * u), np.float32), array_at(h0, (n, u), np.float32),
+                           array_at(up, (u, 3 * u), np.float32), array_at(mp, (n, T), np.uint8),
+                           array_at(rp, (3 * u,), np.float32), array_at(op, (n, T, 5 * u), np.float32),
+                           act, ract, reset_after)
+    else:
+        gru_forward_kernel(array_at(xp, (n, T, 3 * u), np.float64), array_at(h0, (n, u), np.float64),
+                           array_at(up, (u, 3 * u), np.float64), array_at(mp, (n, T), np.uint8),
+                           array_at(rp, (3 * u,), np.float64), array_at(op, (n, T, 5 * u), np.float64),
+                           act, ract, reset_after)
+
+
+@numba_entry(11)
+def gru_backward(itemsize, gp, pp, h0, up, mp, op, n, T, u, acts):
+    act, ract, reset_after = acts // 64, (acts // 8) % 8, acts % 8 != 0
+    if itemsize == 4:
+        gru_backward_kernel(array_at(gp, (n, T, 5 * u), np.float32), array_at(pp, (n, T, 5 * u), np.float32),
+                            array_at(h0, (n, u), np.float32), array_at(up, (u, 3 * u), np.float32),
+                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T * 4 * u + u), np.float32),
+                            act, ract, reset_after)
+    else:
+        gru_backward_kernel(array_at(gp, (n, T, 5 * u), np.float64), array_at(pp, (n, T, 5 * u), np.float64),
+                            array_at(h0, (n, u), np.float64), array_at(up, (u, 3 * u), np.float64),
+                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T * 4 * u + u), np.float64),
+                            act, ract, reset_after)
+
+
+# -- templates: the kernel body of a group (every size a literal except the batch n) --------------------
+def _itemsize(node):
+    if node.dtype not in ("float32", "float64"):
+        raise NotImplementedError(f"numba backend: {node.op} supports float32 and float64, not {node.dtype}")
+    return np.dtype(node.dtype).itemsize
+
+
+def _codes(attrs, cell):
+    act = ACTIVATIONS[attrs["activation"]]
+    if cell == "simple_rnn":
+        return act
+    ract = ACTIVATIONS[attrs["recurrent_activation"]]
+    if cell == "lstm":
+        return act * 8 + ract
+    return act * 64 + ract * 8 + int(bool(attrs["reset_after"]))
+
+
+def _call(entry, node, count, T, u, cell):
+    pointers = ", ".join(f"a{k}.ctypes.data" for k in range(count))
+    if cell == "simple_rnn":
+        sizes = f"n, {T}, {u * 8 + _codes(node.attrs, cell)}"
+    else:
+        sizes = f"n, {T}, {u}, {_codes(node.attrs, cell)}"
+    return ["n = a0.shape[0]", "if n == 0:", "    return",
+            f"{entry}({_itemsize(node)}, {pointers}, out.ctypes.data, {sizes})"]
+
+
+def _template(entry, cell, backward):
+    def template(node, inputs):
+        xp_or_gy = inputs[0]
+        u = inputs[CELLS[cell][1] + (2 if backward else 1)].shape[0]
+        count = len(inputs) - (1 if cell == "gru" and backward else 0)  # the backward ignores rbias
+        return _call(entry, node, count, xp_or_gy.shape[1], u, cell)
+    template.kernels = "kgraph.ops.recurrent"
+    return template
+
+
+# -- registration ---------------------------------------------------------------------------------------
+_FORWARD = {"simple_rnn": (_rnn_reference, _rnn_grad), "lstm": (_lstm_reference, _lstm_grad),
+            "gru": (_gru_reference, _gru_grad)}
+_BACKWARD = {"simple_rnn": _rnn_grad_reference, "lstm": _lstm_grad_reference, "gru": _gru_grad_reference}
+_ENTRIES = {"simple_rnn": ("rnn_forward", "rnn_backward"), "lstm": ("lstm_forward", "lstm_backward"),
+            "gru": ("gru_forward", "gru_backward")}
+NUMBA_TEMPLATES = {}
+for _cell in CELLS:
+    _reference, _grad = _FORWARD[_cell]
+    register(OpDef(f"{_cell}_sequence", KERNEL, _forward_infer(_cell), _reference, grad=_grad,
+                   samples=_forward_samples(_cell),
+                   doc=f"The {_cell} recurrence over every timestep (see kgraph/ops/recurrent.py): inputs x_proj, "
+                       "initial states, recurrent kernel, bool mask (and gru's recurrent bias); attrs "
+                       "activation, recurrent_activation, reset_after (gru)."))
+    register(OpDef(f"{_cell}_sequence_grad", KERNEL, _backward_infer(_cell), _BACKWARD[_cell],
+                   differentiable=False, samples=_backward_samples(_cell),
+                   doc=f"Backpropagation through time of {_cell}_sequence: pre-activation gradients per step, "
+                       "then the initial states' gradients."))
+    NUMBA_TEMPLATES[f"{_cell}_sequence"] = _template(_ENTRIES[_cell][0], _cell, False)
+    NUMBA_TEMPLATES[f"{_cell}_sequence_grad"] = _template(_ENTRIES[_cell][1], _cell, True)

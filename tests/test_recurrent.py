@@ -1,0 +1,473 @@
+"""Recurrent layers: the fused ops compiled with numba (forward and BPTT) against float64
+finite differences, the layers against numpy loops of Keras 3's equations written here
+(masks, go_backwards, initial states, return_state), Masking, Bidirectional,
+TimeDistributed, masks from Embedding(mask_zero=True), configs, errors, and the Keras
+guide's ticket classifier training. Keras 3 itself is an optional extra oracle.
+
+Compiled models are shared through module fixtures (numba compile time dominates).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import kgraph as keras
+from kgraph import layers, ops
+from kgraph.compiler.autodiff import gradients
+from kgraph.compiler.passes.pipeline import compile_graph
+from kgraph.ir import Graph, SymbolicTensor, tracing
+from kgraph.ops.registry import bind
+
+KERAS_PYTHON = "/tmp/kerasenv/bin/python"
+T, D, U = 5, 3, 4
+
+
+# -- numpy oracles: Keras 3's equations, one timestep at a time ------------------------------------
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def hard_sigmoid(x):
+    return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+
+
+ACT = {"tanh": np.tanh, "sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid, "relu": lambda x: np.maximum(x, 0),
+       "linear": lambda x: x}
+
+
+def run_cell(kind, x, mask, weights, states, act="tanh", ract="sigmoid", reset_after=True):
+    """Outputs per processed step and final states of one Keras cell run over x (n, T, d)."""
+    kernel, recurrent, bias = weights
+    n, steps, _ = x.shape
+    u = recurrent.shape[0]
+    states = [s.astype(np.float64) for s in states]
+    outputs = np.zeros((n, steps, u))
+    for t in range(steps):
+        xt = x[:, t].astype(np.float64)
+        h = states[0]
+        if kind == "rnn":
+            new = [ACT[act](xt @ kernel + h @ recurrent + bias)]
+        elif kind == "lstm":
+            c = states[1]
+            z = xt @ kernel + h @ recurrent + bias
+            i, f = ACT[ract](z[:, :u]), ACT[ract](z[:, u:2 * u])
+            g, o = ACT[act](z[:, 2 * u:3 * u]), ACT[ract](z[:, 3 * u:])
+            c_new = f * c + i * g
+            new = [o * ACT[act](c_new), c_new]
+        else:
+            b_in, b_rec = (bias[0], bias[1]) if reset_after else (bias, np.zeros_like(bias))
+            xz = xt @ kernel + b_in
+            if reset_after:
+                hz = h @ recurrent + b_rec
+                zg = ACT[ract](xz[:, :u] + hz[:, :u])
+                r = ACT[ract](xz[:, u:2 * u] + hz[:, u:2 * u])
+                hh = ACT[act](xz[:, 2 * u:] + r * hz[:, 2 * u:])
+            else:
+                zg = ACT[ract](xz[:, :u] + h @ recurrent[:, :u])
+                r = ACT[ract](xz[:, u:2 * u] + h @ recurrent[:, u:2 * u])
+                hh = ACT[act](xz[:, 2 * u:] + (r * h) @ recurrent[:, 2 * u:])
+            new = [zg * h + (1 - zg) * hh]
+        keep = mask[:, t, None]
+        states = [np.where(keep, s_new, s) for s_new, s in zip(new, states)]
+        outputs[:, t] = states[0]
+    return outputs, states
+
+
+def oracle(kind, layer, x, mask=None, initial=None, **kw):
+    weights = [np.asarray(w, np.float64) for w in layer.get_weights()]
+    n = x.shape[0]
+    if mask is None:
+        mask = np.ones(x.shape[:2], bool)
+    if initial is None:
+        initial = [np.zeros((n, layer.units))] * (2 if kind == "lstm" else 1)
+    if layer.go_backwards:
+        x, mask = x[:, ::-1], mask[:, ::-1]
+    outputs, states = run_cell(kind, x, mask, weights, initial, **kw)
+    return outputs, states
+
+
+# -- 1. the ops compiled in float64: gradients against finite differences ----------------------------
+def _op_case(cell, rng, reset_after=True):
+    gates, count = {"simple_rnn": (1, 1), "lstm": (4, 2), "gru": (3, 1)}[cell]
+    n, steps, u = 2, 4, 3
+    inputs = [rng.standard_normal((n, steps, gates * u))]
+    inputs += [0.5 * rng.standard_normal((n, u)) for _ in range(count)]
+    inputs += [0.6 * rng.standard_normal((u, gates * u)), np.array([[1, 0, 1, 1], [0, 1, 1, 0]], bool)]
+    attrs = {"activation": "tanh"}
+    if cell != "simple_rnn":
+        attrs["recurrent_activation"] = "sigmoid"
+    if cell == "gru":
+        inputs.append(0.5 * rng.standard_normal(gates * u))
+        attrs["reset_after"] = reset_after
+    return inputs, attrs
+
+
+OP_CASES = [("simple_rnn", True), ("lstm", True), ("gru", True), ("gru", False)]
+
+
+@pytest.fixture(scope="module")
+def compiled_op_gradients():
+    """One float64 graph per case: loss = sum(op(...) * w) and its gradients, numba-compiled."""
+    results = {}
+    rng = np.random.default_rng(7)
+    for cell, reset_after in OP_CASES:
+        inputs, attrs = _op_case(cell, rng, reset_after)
+        graph = Graph(f"recurrent_fd_{cell}_{reset_after}")
+        with tracing(graph):
+            symbols = [SymbolicTensor(graph, graph.add_placeholder(x.shape, x.dtype.name, f"in{i}").id)
+                       for i, x in enumerate(inputs)]
+            y = bind(f"{cell}_sequence", symbols, **attrs)
+            weights = rng.standard_normal(y.shape)
+            loss = ops.sum(ops.multiply(y, weights))
+            floats = [i for i, x in enumerate(inputs) if x.dtype.kind == "f"]
+            graph.outputs = [loss.node_id] + gradients(graph, loss.node_id, [symbols[i].node_id for i in floats])
+        forward = Graph(f"recurrent_fd_forward_{cell}_{reset_after}")
+        with tracing(forward):
+            symbols = [SymbolicTensor(forward, forward.add_placeholder(x.shape, x.dtype.name, f"in{i}").id)
+                       for i, x in enumerate(inputs)]
+            forward.outputs = [ops.sum(ops.multiply(bind(f"{cell}_sequence", symbols, **attrs), weights)).node_id]
+        results[cell, reset_after] = (inputs, floats, compile_graph(graph), compile_graph(forward))
+    return results
+
+
+@pytest.mark.parametrize("cell,reset_after", OP_CASES, ids=[f"{c}-{r}" for c, r in OP_CASES])
+def test_compiled_bptt_matches_finite_differences(compiled_op_gradients, cell, reset_after):
+    inputs, floats, step, forward = compiled_op_gradients[cell, reset_after]
+    analytic = [np.array(g) for g in step(*inputs)[1:]]
+
+    def loss(values):
+        return float(np.array(forward(*values)[0]))
+
+    eps = 1e-6
+    for position, i in enumerate(floats):
+        numeric = np.zeros_like(inputs[i])
+        for index in np.ndindex(inputs[i].shape):
+            plus, minus = list(inputs), list(inputs)
+            plus[i], minus[i] = inputs[i].copy(), inputs[i].copy()
+            plus[i][index] += eps
+            minus[i][index] -= eps
+            numeric[index] = (loss(plus) - loss(minus)) / (2 * eps)
+        np.testing.assert_allclose(analytic[position], numeric, rtol=1e-6, atol=1e-7,
+                                   err_msg=f"{cell}: d loss / d input {i}")
+
+
+def test_ops_refuse_unknown_activations_and_bad_masks():
+    graph = Graph("bad")
+    with tracing(graph):
+        def placeholder(shape, dtype="float32"):
+            return SymbolicTensor(graph, graph.add_placeholder(shape, dtype, "p").id)
+        xp, h, w = placeholder((None, 4, 3)), placeholder((None, 3)), placeholder((3, 3))
+        mask = placeholder((None, 4), "bool")
+        with pytest.raises(ValueError, match="activation='gelu'"):
+            bind("simple_rnn_sequence", [xp, h, w, mask], activation="gelu")
+        with pytest.raises(ValueError, match="mask must be bool"):
+            bind("simple_rnn_sequence", [xp, h, w, placeholder((None, 4))], activation="tanh")
+
+
+# -- 2. the layers compiled in a model, against the numpy oracle -------------------------------------
+LAYER_SPECS = {
+    "lstm": lambda: layers.LSTM(U, return_sequences=True, return_state=True),
+    "lstm_backwards_hard": lambda: layers.LSTM(U, return_sequences=True, return_state=True, go_backwards=True,
+                                               recurrent_activation="hard_sigmoid"),
+    "gru": lambda: layers.GRU(U, return_sequences=True, return_state=True),
+    "gru_v1_backwards": lambda: layers.GRU(U, return_sequences=True, return_state=True, reset_after=False,
+                                           go_backwards=True),
+    "rnn_relu": lambda: layers.SimpleRNN(U, return_sequences=True, return_state=True, activation="relu"),
+}
+KINDS = {"lstm": "lstm", "lstm_backwards_hard": "lstm", "gru": "gru", "gru_v1_backwards": "gru", "rnn_relu": "rnn"}
+OPTIONS = {"lstm_backwards_hard": {"ract": "hard_sigmoid"}, "gru_v1_backwards": {"reset_after": False},
+           "rnn_relu": {"act": "relu"}}
+
+
+def _randomize(layer, seed):
+    rng = np.random.default_rng(seed)
+    layer.set_weights([(0.5 * rng.standard_normal(w.shape)).astype("float32") for w in layer.get_weights()])
+
+
+def _masked_inputs(rng, n=3):
+    """Inputs whose masked timesteps are all-zero feature vectors (what Masking detects)."""
+    x = rng.standard_normal((n, T, D)).astype("float32")
+    keep = np.ones((n, T), bool)
+    keep[0, 1] = keep[1, 3:] = False
+    keep[2:, 0] = False
+    return x * keep[..., None], keep
+
+
+@pytest.fixture(scope="module")
+def layer_model():
+    """One model: Masking, then every layer spec on the masked sequence, plus one unmasked LSTM with
+    an initial state; compiled once."""
+    inputs = layers.Input((T, D))
+    h0, c0 = layers.Input((U,)), layers.Input((U,))
+    masked = layers.Masking()(inputs)
+    built = {name: make() for name, make in LAYER_SPECS.items()}
+    outputs = []
+    for seed, layer in enumerate(built.values()):
+        outputs += layer(masked)
+        _randomize(layer, seed)
+    with_state = layers.LSTM(U, return_sequences=True)
+    outputs.append(with_state(inputs, initial_state=[h0, c0]))
+    _randomize(with_state, 99)
+    model = keras.Model([inputs, h0, c0], outputs)
+    return model, built, with_state
+
+
+def test_layers_match_keras_equations_with_masks_backwards_and_states(layer_model):
+    model, built, with_state = layer_model
+    rng = np.random.default_rng(1)
+    x, keep = _masked_inputs(rng)
+    h0, c0 = rng.standard_normal((2, 3, U)).astype("float32")
+    outputs = [np.asarray(o) for o in model.predict([x, h0, c0], verbose=0)]
+    k = 0
+    for name, layer in built.items():
+        sequence, states = oracle(KINDS[name], layer, x, keep, **OPTIONS.get(name, {}))
+        got = outputs[k:k + 1 + len(states)]
+        k += 1 + len(states)
+        np.testing.assert_allclose(got[0], sequence, rtol=1e-5, atol=1e-5, err_msg=f"{name} sequence")
+        for state, expected in zip(got[1:], states):
+            np.testing.assert_allclose(state, expected, rtol=1e-5, atol=1e-5, err_msg=f"{name} state")
+    sequence, _ = oracle("lstm", with_state, x, None, initial=[h0, c0])
+    np.testing.assert_allclose(outputs[k], sequence, rtol=1e-5, atol=1e-5, err_msg="initial_state")
+
+
+def test_masked_steps_carry_the_state_and_the_mask_propagates(layer_model):
+    model, built, _ = layer_model
+    lstm = built["lstm"]
+    rng = np.random.default_rng(2)
+    x, keep = _masked_inputs(rng)
+    outputs = model.predict([x, np.zeros((3, U), "float32"), np.zeros((3, U), "float32")], verbose=0)
+    sequence = np.asarray(outputs[0])
+    np.testing.assert_array_equal(sequence[1, 3], sequence[1, 2])  # masked: the previous output again
+    np.testing.assert_array_equal(sequence[2, 0], 0)  # masked first step: the zero initial state
+    # the symbolic output of a return_sequences layer carries the input mask (Keras's compute_mask)
+    assert lstm.output[0]._keras_mask is not None and lstm.output[1]._keras_mask is None
+
+
+# -- 3. Embedding(mask_zero=True) -> LSTM: padding does not matter ---------------------------------
+@pytest.fixture(scope="module")
+def embedding_lstm():
+    model = keras.Sequential([layers.Input((6,), dtype="int32"), layers.Embedding(20, 4, mask_zero=True),
+                              layers.LSTM(3)])
+    _randomize(model.layers[1], 5)
+    return model
+
+
+def test_embedding_mask_zero_makes_padding_invisible_to_the_lstm(embedding_lstm):
+    tokens = [7, 3, 12]
+    batch = np.array([[7, 3, 12, 0, 0, 0],  # post-padding
+                      [0, 0, 0, 7, 3, 12],  # pre-padding
+                      [7, 0, 3, 0, 12, 0],  # padding in between
+                      [3, 7, 12, 0, 0, 0]], "int32")  # other tokens: must differ
+    out = np.asarray(embedding_lstm.predict(batch, verbose=0))
+    np.testing.assert_allclose(out[1], out[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[2], out[0], rtol=1e-6, atol=1e-6)
+    assert np.abs(out[3] - out[0]).max() > 1e-3
+    # the padding row of the embedding table is never read through the mask
+    embedding = embedding_lstm.layers[0]
+    table = embedding.get_weights()[0]
+    table[0] = 100.0
+    embedding.set_weights([table])
+    np.testing.assert_allclose(np.asarray(embedding_lstm.predict(batch[:1], verbose=0))[0], out[0], rtol=1e-6,
+                               atol=1e-6)
+    # and the numpy oracle on the unpadded tokens agrees
+    lstm = embedding_lstm.layers[1]
+    x = table[np.array([tokens])]
+    _, (h, _) = oracle("lstm", lstm, x)
+    np.testing.assert_allclose(out[0], h[0], rtol=1e-5, atol=1e-5)
+
+
+# -- 4. wrappers -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def wrapper_model():
+    inputs = layers.Input((T, D))
+    masked = layers.Masking()(inputs)
+    bi_concat = layers.Bidirectional(layers.LSTM(U, return_sequences=True))
+    bi_sum = layers.Bidirectional(layers.GRU(U), merge_mode="sum")
+    bi_state = layers.Bidirectional(layers.SimpleRNN(U, return_state=True), merge_mode="ave")
+    td_dense = layers.TimeDistributed(layers.Dense(2))
+    td_conv = layers.TimeDistributed(layers.Reshape((D, 1)))
+    outputs = [bi_concat(masked), bi_sum(masked)] + bi_state(inputs) + [td_dense(inputs), td_conv(inputs)]
+    for seed, layer in enumerate((bi_concat, bi_sum, bi_state, td_dense)):
+        _randomize(layer, 10 + seed)
+    return keras.Model(inputs, outputs), (bi_concat, bi_sum, bi_state, td_dense)
+
+
+def test_bidirectional_and_time_distributed_match_numpy(wrapper_model):
+    model, (bi_concat, bi_sum, bi_state, td_dense) = wrapper_model
+    rng = np.random.default_rng(3)
+    x, keep = _masked_inputs(rng)
+    out = [np.asarray(o) for o in model.predict(x, verbose=0)]
+    # concat, return_sequences: forward outputs and the backward outputs flipped back to time order;
+    # Bidirectional zeroes masked steps (Keras forces zero_output_for_mask when returning sequences)
+    seq_f, _ = oracle("lstm", bi_concat.forward_layer, x, keep)
+    seq_b, _ = oracle("lstm", bi_concat.backward_layer, x, keep)
+    seq_f, seq_b = seq_f * keep[..., None], seq_b[:, ::-1] * keep[..., None]
+    np.testing.assert_allclose(out[0], np.concatenate([seq_f, seq_b], -1), rtol=1e-5, atol=1e-5)
+    _, (h_f,) = oracle("gru", bi_sum.forward_layer, x, keep)
+    _, (h_b,) = oracle("gru", bi_sum.backward_layer, x, keep)
+    np.testing.assert_allclose(out[1], h_f + h_b, rtol=1e-5, atol=1e-5)
+    _, (s_f,) = oracle("rnn", bi_state.forward_layer, x)
+    _, (s_b,) = oracle("rnn", bi_state.backward_layer, x)
+    np.testing.assert_allclose(out[2], (s_f + s_b) / 2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[3], s_f, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[4], s_b, rtol=1e-5, atol=1e-5)
+    kernel, bias = td_dense.get_weights()
+    np.testing.assert_allclose(out[5], x @ kernel + bias, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out[6], x[..., None])
+
+
+def test_masking_layer_zeroes_masked_steps_and_sets_the_mask():
+    x = np.array([[[1.0, 2.0], [0.0, 0.0], [0.0, 3.0]]], "float32")
+    inputs = layers.Input((3, 2))
+    out = layers.Masking(mask_value=0.0)(inputs)
+    assert tuple(out._keras_mask.shape) == (None, 3)
+    np.testing.assert_array_equal(np.asarray(layers.Masking()(x)), x)
+    np.testing.assert_array_equal(np.asarray(layers.Masking().compute_mask(x)), [[True, False, True]])
+    y = np.array([[[5.0, 5.0], [1.0, 5.0]]], "float32")
+    np.testing.assert_array_equal(np.asarray(layers.Masking(mask_value=5.0)(y)), [[[0, 0], [1, 5]]])
+
+
+# -- 5. configs and errors ---------------------------------------------------------------------------------
+def test_configs_round_trip_with_keras_keys():
+    lstm = layers.LSTM(5, return_sequences=True, go_backwards=True, unit_forget_bias=False, dropout=0.1)
+    config = lstm.get_config()
+    for key in ("units", "activation", "recurrent_activation", "use_bias", "unit_forget_bias", "return_sequences",
+                "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask", "dropout",
+                "recurrent_dropout", "kernel_initializer", "recurrent_initializer", "seed"):
+        assert key in config, key
+    again = layers.LSTM.from_config(config)
+    assert again.get_config() == config
+    for layer in (layers.GRU(3, reset_after=False), layers.SimpleRNN(2, activation="relu"),
+                  layers.Bidirectional(layers.LSTM(2, return_sequences=True), merge_mode="mul"),
+                  layers.TimeDistributed(layers.Dense(3)), layers.Masking(mask_value=-1.0),
+                  layers.RNN(layers.LSTMCell(3)), layers.RNN([layers.GRUCell(2), layers.SimpleRNNCell(3)])):
+        restored = layers.deserialize(json.loads(json.dumps(layers.serialize(layer))))
+        assert type(restored) is type(layer)
+        assert restored.get_config() == layer.get_config(), type(layer).__name__
+
+
+def test_unsupported_options_raise_clear_errors():
+    with pytest.raises(NotImplementedError, match="recurrent_dropout"):
+        layers.LSTM(3, recurrent_dropout=0.2)
+    with pytest.raises(NotImplementedError, match="stateful"):
+        layers.GRU(3, stateful=True)
+    with pytest.raises(ValueError, match="activation='gelu'"):
+        layers.SimpleRNN(3, activation="gelu")
+
+    class MyCell(keras.layers.Layer):
+        state_size = 2
+
+    with pytest.raises(NotImplementedError, match="MyCell"):
+        layers.RNN(MyCell())
+    with pytest.raises(ValueError, match="merge_mode"):
+        layers.Bidirectional(layers.LSTM(2), merge_mode="max")
+
+
+def test_rnn_of_cells_and_stacked_cells_match_the_layers():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, T, D)).astype("float32")
+    stacked = layers.RNN([layers.LSTMCell(3), layers.GRUCell(2)], return_state=True)
+    out = stacked(x)
+    lstm_cell, gru_cell = stacked.cell.cells
+    for seed, cell in enumerate((lstm_cell, gru_cell)):
+        rng_w = np.random.default_rng(20 + seed)
+        cell.set_weights([(0.5 * rng_w.standard_normal(w.shape)).astype("float32") for w in cell.get_weights()])
+    out = stacked(x)
+    weights = [np.asarray(w, np.float64) for w in lstm_cell.get_weights()]
+    seq, (h1, c1) = run_cell("lstm", x, np.ones((2, T), bool), weights, [np.zeros((2, 3))] * 2)
+    weights = [np.asarray(w, np.float64) for w in gru_cell.get_weights()]
+    _, (h2,) = run_cell("gru", seq, np.ones((2, T), bool), weights, [np.zeros((2, 2))])
+    for got, expected in zip(out, [h2, h1, c1, h2]):
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
+    # a cell called on one step, as Keras's cell API
+    h, (h_new, c_new) = lstm_cell(x[:, 0], [np.zeros((2, 3), "float32")] * 2)
+    _, (h_ref, c_ref) = run_cell("lstm", x[:, :1], np.ones((2, 1), bool), [np.asarray(w, np.float64) for w in
+                                 lstm_cell.get_weights()], [np.zeros((2, 3))] * 2)
+    np.testing.assert_allclose(np.asarray(h), h_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(c_new), c_ref, rtol=1e-5, atol=1e-6)
+
+
+# -- 6. the Functional API guide's ticket classifier -------------------------------------------------------
+def test_ticket_classifier_trains_with_dict_losses_and_loss_weights():
+    num_tags, num_words, num_departments, length = 6, 50, 4, 7
+    title_input = keras.Input(shape=(length,), name="title", dtype="int32")
+    body_input = keras.Input(shape=(length,), name="body", dtype="int32")
+    tags_input = keras.Input(shape=(num_tags,), name="tags")
+    title_features = layers.Embedding(num_words, 8)(title_input)
+    body_features = layers.Embedding(num_words, 8)(body_input)
+    title_features = layers.LSTM(8)(title_features)
+    body_features = layers.LSTM(4)(body_features)
+    x = layers.concatenate([title_features, body_features, tags_input])
+    priority_pred = layers.Dense(1, name="priority")(x)
+    department_pred = layers.Dense(num_departments, name="department")(x)
+    model = keras.Model(inputs=[title_input, body_input, tags_input],
+                        outputs={"priority": priority_pred, "department": department_pred})
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-2),
+                  loss={"priority": keras.losses.BinaryCrossentropy(from_logits=True),
+                        "department": keras.losses.CategoricalCrossentropy(from_logits=True)},
+                  loss_weights={"priority": 1.0, "department": 0.2})
+    rng = np.random.default_rng(0)
+    n = 32
+    title = rng.integers(0, num_words, (n, length)).astype("int32")
+    body = rng.integers(0, num_words, (n, length)).astype("int32")
+    tags = rng.integers(0, 2, (n, num_tags)).astype("float32")
+    priority = (title[:, :1] % 2).astype("float32")  # learnable from the title
+    department = np.eye(num_departments, dtype="float32")[body[:, 0] % num_departments]
+    history = model.fit({"title": title, "body": body, "tags": tags},
+                        {"priority": priority, "department": department}, epochs=4, batch_size=16, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+
+
+# -- 7. Keras 3 itself (optional) ----------------------------------------------------------------------------
+KERAS_SCRIPT = r"""
+import json, sys
+import numpy as np
+import keras
+spec = json.loads(sys.argv[1])
+x = np.asarray(spec["x"], "float32")
+mask = np.asarray(spec["mask"], bool)
+out = {}
+for name, (cls, kwargs, weights) in spec["layers"].items():
+    layer = getattr(keras.layers, cls)(**kwargs)
+    layer.build(x.shape)
+    layer.set_weights([np.asarray(w, "float32") for w in weights])
+    result = layer(x, mask=mask)
+    result = result if isinstance(result, (list, tuple)) else [result]
+    out[name] = [np.asarray(r).tolist() for r in result]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists(KERAS_PYTHON), reason="Keras 3 is not installed at /tmp/kerasenv")
+def test_same_outputs_as_keras_3_on_the_same_weights():
+    rng = np.random.default_rng(5)
+    x, keep = _masked_inputs(rng, n=2)
+    specs = {"lstm": ("LSTM", {"units": 3, "return_sequences": True, "return_state": True}),
+             "gru": ("GRU", {"units": 3, "return_sequences": True, "go_backwards": True}),
+             "gru_v1": ("GRU", {"units": 3, "reset_after": False, "return_state": True}),
+             "rnn": ("SimpleRNN", {"units": 3, "return_sequences": True})}
+    ours, payload = {}, {}
+    for seed, (name, (cls, kwargs)) in enumerate(specs.items()):
+        layer = getattr(layers, cls)(**kwargs)
+        layer.build(x.shape)
+        _randomize(layer, 30 + seed)
+        result = layer(x, mask=keep)
+        ours[name] = [np.asarray(r) for r in (result if isinstance(result, list) else [result])]
+        payload[name] = (cls, kwargs, [w.tolist() for w in layer.get_weights()])
+    spec = json.dumps({"x": x.tolist(), "mask": keep.tolist(), "layers": payload})
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    done = subprocess.run([KERAS_PYTHON, "-c", KERAS_SCRIPT, spec], capture_output=True, text=True, env=env,
+                          timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"Keras 3 did not run: {done.stderr[-500:]}")
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in specs:
+        assert len(theirs[name]) == len(ours[name]), name
+        for a, b in zip(ours[name], theirs[name]):
+            np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=name)
