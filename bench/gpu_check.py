@@ -186,7 +186,9 @@ def build_model(kind):
         x_spec = ((28, 28, 1), "float32")
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    graph = model._trace("train", (x_spec,), (((), "int32"),))
+    from kgraph.exporters.onnx import trace
+
+    graph = trace(model, "train", (x_spec,), (((), "int32"),))
     return model, graph, x_spec[0]
 
 

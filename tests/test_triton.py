@@ -38,6 +38,7 @@ from kgraph.compiler.autodiff import gradients  # noqa: E402
 from kgraph.compiler.lower.triton import compile_graph_triton  # noqa: E402
 from kgraph.compiler.lower.triton.aot import kernel_specs  # noqa: E402
 from kgraph.compiler.lower.triton.codegen import renders  # noqa: E402
+from kgraph.exporters.onnx import trace  # noqa: E402
 from kgraph.ir import Graph, SymbolicTensor, tracing  # noqa: E402
 from kgraph.ops import OPS  # noqa: E402
 from kgraph.ops.registry import Spec, bind  # noqa: E402
@@ -231,7 +232,7 @@ def _mlp_train_graph():
                               keras.layers.Dense(4)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return model, model._trace("train", (((8,), "float32"),), (((), "int32"),))
+    return model, trace(model, "train", (((8,), "float32"),), (((), "int32"),))
 
 
 def test_mlp_training_step_matches_numba():
@@ -275,7 +276,7 @@ def test_cnn_training_step_matches_numba():
                               layers.AveragePooling2D(2), layers.Flatten(), layers.Dense(5)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    graph = model._trace("train", (((10, 10, 2), "float32"),), (((), "int32"),))
+    graph = trace(model, "train", (((10, 10, 2), "float32"),), (((), "int32"),))
     variables = graph.variables
     start = [np.array(v._value) for v in variables]
     rng = _rng("cnn")
