@@ -195,6 +195,34 @@ def test_edge_cases_of_decomposed_ops():
             np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7, err_msg=f"{name} {attrs} {opset}")
 
 
+def test_pooling_ties_and_upsampling_beyond_the_samples():
+    """Max pooling's gradient goes to the first maximum of each window when several tie
+    (onnxruntime's MaxPool indices must agree), overlapping windows add; bilinear
+    upsampling of 1 and 3 spatial axes (the interpolation-matrix path) and its adjoint."""
+    ties = np.array([[1.0, 3.0, 3.0, 0.0, 3.0], [3.0, 2.0, 3.0, 3.0, -1.0], [0.0, 3.0, 3.0, 1.0, 3.0]], np.float32)
+    x = np.stack([ties, -ties[::-1]])[..., None].repeat(2, axis=-1)  # (2, 3, 5, 2)
+    window = {"window": (2, 3), "strides": (1, 1), "pads": ((0, 1), (1, 1))}
+    g = _rng("ties").standard_normal((2, 3, 5, 2)).astype(np.float32)
+    rng = _rng("bilinear")
+    cases = [("max_pool_grad", [x, g], window),
+             ("upsample", [rng.standard_normal((2, 4, 3)).astype(np.float32)],
+              {"size": (3,), "interpolation": "bilinear"}),
+             ("upsample", [rng.standard_normal((1, 2, 3, 2, 2)).astype(np.float32)],
+              {"size": (2, 1, 3), "interpolation": "bilinear"}),
+             ("upsample_grad", [rng.standard_normal((2, 12, 3)).astype(np.float32)],
+              {"size": (3,), "interpolation": "bilinear", "input_shape": (4,)}),
+             ("upsample_grad", [rng.standard_normal((1, 4, 3, 6, 2)).astype(np.float32)],
+              {"size": (2, 1, 3), "interpolation": "bilinear", "input_shape": (2, 3, 2)})]
+    for opset in (13, 17):
+        for name, inputs, attrs in cases:
+            graph = _one_op_graph(name, inputs, [v.shape for v in inputs], attrs)
+            model, names = convert(graph, opset)
+            _check_inferred_shapes(graph, model, names)
+            (got,) = _session(model).run(None, {f"x{i}": v for i, v in enumerate(inputs)})
+            np.testing.assert_allclose(got, _reference(name, attrs, inputs), rtol=1e-6, atol=1e-6,
+                                       err_msg=f"{name} {attrs} opset {opset}")
+
+
 def test_batch_dependent_shapes_use_the_runtime_batch_size():
     """broadcast_to, reduced_count, unslice and take over the None dimension."""
     graph = Graph("dynamic")
