@@ -695,3 +695,8 @@ ONNX_OPS = {
     "upsample_grad": _upsample_grad,
     "random_uniform": _random,
 }
+
+# -- recurrences (kgraph/exporters/onnx_recurrent.py, unrolled over the static timesteps) --------------
+from kgraph.exporters.onnx_recurrent import ONNX_RECURRENT_OPS  # noqa: E402
+
+ONNX_OPS.update(ONNX_RECURRENT_OPS)
