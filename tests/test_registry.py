@@ -14,12 +14,19 @@ from __future__ import annotations
 import importlib
 
 from kgraph.compiler.lower.numba import codegen as numba_codegen
+from kgraph.compiler.lower.triton import codegen as triton_codegen
 from kgraph.ops import OPS
 from kgraph.ops.registry import ELEMENTWISE
 
-# Landed backends are those not listed here (numba and onnx are enforced: an op registered
-# without a kernel or an ONNX_OPS entry fails the test).
-PENDING_BACKENDS = ("triton",)
+# Landed backends are those not listed here (numba, triton and onnx are enforced: an op
+# registered without a kernel, a Triton rendering or an ONNX_OPS entry fails the test).
+PENDING_BACKENDS = ()
+# Single gaps, each with its reason: {op: {backend: why}}. A gap that closes must leave.
+KNOWN_GAPS: dict[str, dict[str, str]] = {
+    **{f"{cell}_sequence{suffix}": {"triton": "the recurrences' time loop has no Triton kernel yet (numba and ONNX "
+                                              "only; see docs/recurrent.md)"}
+       for cell in ("simple_rnn", "lstm", "gru") for suffix in ("", "_grad")},
+}
 CORE_CONCERNS = ("shape", "reference", "grad")
 BACKENDS = ("numba", "triton", "onnx")
 
@@ -44,11 +51,7 @@ def _numba(opdef):
 
 
 def _triton(opdef):
-    try:
-        backend = importlib.import_module("kgraph.compiler.lower.triton")
-    except ImportError:
-        return False
-    return _lowerable(opdef, getattr(backend, "KERNEL_TEMPLATES", {}), getattr(backend, "REDUCTIONS", ()))
+    return triton_codegen.renders(opdef)  # a static check: Triton need not be installed
 
 
 def _onnx(opdef):
@@ -84,7 +87,7 @@ def table():
         opdef = OPS[name]
         status = concerns(opdef)
         lacks = [c for c in columns if status[c] == MISSING]
-        required = [c for c in lacks if c not in PENDING_BACKENDS]
+        required = [c for c in lacks if c not in PENDING_BACKENDS and c not in KNOWN_GAPS.get(name, {})]
         if required:
             failing[name] = required
         rows.append([name, opdef.kind] + [status[c] for c in columns] + [", ".join(lacks) or "-"])
@@ -92,6 +95,8 @@ def table():
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip()
              for row in [headers] + rows]
     lines.append(f"* pending backends (listed, not enforced): {', '.join(PENDING_BACKENDS) or 'none'}")
+    lines += [f"* known gap: {name} lacks {backend}: {why}" for name, gaps in KNOWN_GAPS.items()
+              for backend, why in gaps.items()]
     return "\n".join(lines), failing
 
 
@@ -105,6 +110,14 @@ def test_every_op_has_its_required_concerns():
 
 def test_pending_backends_are_known_backends():
     assert set(PENDING_BACKENDS) <= set(BACKENDS)
+
+
+def test_known_gaps_are_still_gaps():
+    for name, gaps in KNOWN_GAPS.items():
+        assert name in OPS, f"KNOWN_GAPS names '{name}', which is not a registered op"
+        status = concerns(OPS[name])
+        for backend in gaps:
+            assert status[backend] == MISSING, f"'{name}' has {backend} now: remove it from KNOWN_GAPS"
 
 
 def test_the_probe_sees_a_missing_concern():
