@@ -474,29 +474,38 @@ def compiled_run():
             metrics.OneHotMeanIoU(num_classes=4, name="one_hot_mean_io_u"),  # unnamed: "..._1" if made before
             metrics.RecallAtPrecision(0.3, name="recall_at_precision"),
         ],
+        weighted_metrics=[
+            metrics.AUC(name="w_auc"),
+            metrics.F1Score(average="weighted", name="w_f1"),
+            metrics.MeanIoU(4, sparse_y_true=False, sparse_y_pred=False, dtype="float32", name="w_iou"),
+        ],
     )
-    history = model.fit(x, y, batch_size=40, epochs=1, verbose=0)
-    evaluated = model.evaluate(x, y, batch_size=40, return_dict=True, verbose=0)
-    return model, x, y, history.history, evaluated
+    sw = rng.uniform(0.1, 2.0, 100).astype("float32")
+    history = model.fit(x, y, sample_weight=sw, batch_size=40, epochs=1, verbose=0)
+    evaluated = model.evaluate(x, y, sample_weight=sw, batch_size=40, return_dict=True, verbose=0)
+    return model, x, y, sw, history.history, evaluated
 
 
 def test_compiled_metrics_equal_eager(compiled_run):
-    model, x, y, history, evaluated = compiled_run
+    model, x, y, sw, history, evaluated = compiled_run
     names = ["auc", "precision", "recall", "top_k_categorical_accuracy", "f1_score", "top2", "pr_auc",
-             "r2_score", "one_hot_mean_io_u", "recall_at_precision"]
+             "r2_score", "one_hot_mean_io_u", "recall_at_precision", "w_auc", "w_f1", "w_iou"]
     assert list(history) == ["loss"] + names
     assert list(evaluated) == ["loss"] + names
     p = model.predict(x, batch_size=40, verbose=0)
     for metric in model.metrics[1:]:
         eager = type(metric).from_config(metric.get_config())
         for start in range(0, 100, 40):
-            eager.update_state(y[start:start + 40], p[start:start + 40])
+            weights = sw[start:start + 40] if metric.name.startswith("w_") else None
+            eager.update_state(y[start:start + 40], p[start:start + 40], sample_weight=weights)
         expected = float(np.asarray(eager.result()))
         np.testing.assert_allclose(history[metric.name][0], expected, rtol=1e-5, atol=1e-7, err_msg=metric.name)
         np.testing.assert_allclose(evaluated[metric.name], expected, rtol=1e-5, atol=1e-7, err_msg=metric.name)
     labels = y.argmax(-1)
     np.testing.assert_allclose(evaluated["top2"], _ref_in_top_k(labels, p, 2).mean(), rtol=1e-6)
     np.testing.assert_allclose(evaluated["auc"], roc_auc_score(y.ravel(), p.ravel()), atol=1e-2)
+    weighted_auc = roc_auc_score(y.ravel(), p.ravel(), sample_weight=np.repeat(sw, 4))
+    np.testing.assert_allclose(evaluated["w_auc"], weighted_auc, atol=1e-2)
     np.testing.assert_allclose(
         evaluated["f1_score"], f1_score(y, (p == p.max(-1, keepdims=True)).astype(int), average="macro"), rtol=1e-4
     )
