@@ -296,6 +296,38 @@ def test_cnn_training_step_matches_numba():
     assert {"conv", "conv_filter_grad", "pool", "max_pool_grad"} <= ops_used
 
 
+def test_fit_and_predict_run_on_triton_when_the_device_is_gpu(monkeypatch):
+    """With the device set to "gpu", fit() and predict() compile their steps to Triton (here
+    in the interpreter) and end where the numba backend does from the same weights."""
+    import kgraph as keras
+    from kgraph import config
+    from kgraph.runtime.gpu import GpuExecutable
+
+    rng = _rng("fit-on-gpu")
+    x = rng.standard_normal((40, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 40).astype(np.int32)
+    results = {}
+    start = None
+    for device in ("cpu", "gpu"):
+        monkeypatch.setattr(config, "_device", device)  # set_device("gpu") needs a real GPU
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(4)])
+        if start is None:
+            start = model.get_weights()
+        model.set_weights(start)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        results[device] = (history.history["loss"], model.get_weights(), model.predict(x[:7], verbose=0))
+        kinds = {type(f).__name__ for f in model._compiled_functions.values()}
+        assert kinds == ({GpuExecutable.__name__} if device == "gpu" else {"CpuExecutable"})
+    (cpu_loss, cpu_weights, cpu_pred), (gpu_loss, gpu_weights, gpu_pred) = results["cpu"], results["gpu"]
+    np.testing.assert_allclose(gpu_loss, cpu_loss, rtol=1e-4)
+    for a, b in zip(gpu_weights, cpu_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gpu_pred, cpu_pred, rtol=1e-4, atol=1e-5)
+
+
 def test_the_device_memory_path_runs_a_training_step():
     """GpuExecutable as on a GPU (staging buffers, device mirrors of the variables, timed
     matmul configurations, downloads), over device memory emulated in host memory."""

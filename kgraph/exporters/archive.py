@@ -183,10 +183,10 @@ class _Endpoint:
         self._executable = None
 
     def __call__(self, *inputs):
-        from kgraph.compiler.passes.pipeline import compile_graph
+        from kgraph.compiler.passes.pipeline import compile_for_device
 
         if self._executable is None:
-            self._executable = compile_graph(self.graph)
+            self._executable = compile_for_device(self.graph)
         if len(inputs) != len(self.graph.inputs):
             raise ValueError(f"endpoint '{self.name}' takes {len(self.graph.inputs)} inputs, got {len(inputs)}")
         outputs = [np.array(o, copy=True) for o in self._executable(*inputs)]

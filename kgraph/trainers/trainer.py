@@ -239,12 +239,12 @@ class Trainer:
             stack.extend(layer._layers)
 
     def _compiled_function(self, mode, layout):
-        from kgraph.compiler.passes.pipeline import compile_graph
+        from kgraph.compiler.passes.pipeline import compile_for_device
 
         key = (mode, layout.specs)
         function = self._compiled_functions.get(key)
         if function is None:
-            function = compile_graph(self._trace(mode, layout))
+            function = compile_for_device(self._trace(mode, layout))
             self._compiled_functions[key] = function
         return function
 

@@ -40,6 +40,19 @@ def _dump_log():
     return None
 
 
+def compile_for_device(graph, device=None):
+    """Lower `graph` for the compute device (kgraph.config.get_device() unless given):
+    numba kernels on "cpu", Triton kernels on "gpu". Both executables take and return the
+    same arrays and update the graph's variables, so callers need not know which ran."""
+    from kgraph.config import get_device
+
+    if (device or get_device()) == "gpu":
+        from kgraph.compiler.lower.triton import compile_graph_triton
+
+        return compile_graph_triton(graph)
+    return compile_graph(graph)
+
+
 def compile_graph(graph, log=None):
     """Optimize a copy of `graph` and lower it with the numba backend."""
     from kgraph.compiler.lower.numba import render_module
