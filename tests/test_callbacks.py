@@ -1,6 +1,7 @@
 """Callbacks: the hooks fit calls, with Keras 3's semantics."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -93,3 +94,138 @@ def test_stop_training_flag(data):
 
     history = make_model().fit(x, y, epochs=5, verbose=0, callbacks=[StopAfterFirst()])
     assert len(history.history["loss"]) == 1
+
+
+# -- BackupAndRestore ------------------------------------------------------------------------------------
+TRAINING_SCRIPT = """
+import os, sys
+import numpy as np
+import kgraph as keras
+
+backup_dir, out_path, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+keras.utils.set_random_seed(123)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((60, 4)).astype("float32")
+y = (x @ rng.standard_normal((4, 2))).astype("float32")
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(2)])
+model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
+seen = []
+
+class Killer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        seen.append((self.epoch, batch))
+        if len(seen) == kill_at:
+            os._exit(17)  # no cleanup at all: as if the process were killed
+
+callbacks = [Killer(), keras.callbacks.BackupAndRestore(backup_dir, save_freq=3)]
+history = model.fit(x, y, batch_size=8, epochs=4, shuffle=True, verbose=0, callbacks=callbacks)
+np.savez(out_path, *model.get_weights(), first=np.array(seen[0]), epochs=np.array(history.epoch))
+"""
+
+
+def test_backup_and_restore_resumes_a_killed_process(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(TRAINING_SCRIPT)
+
+    def run(backup, out, kill_at):
+        return subprocess.run([sys.executable, str(script), str(backup), str(out), str(kill_at)],
+                              capture_output=True, text=True, timeout=600)
+
+    uninterrupted = run(tmp_path / "backup_a", tmp_path / "a.npz", -1)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    assert not (tmp_path / "backup_a").exists()  # delete_checkpoint=True removes the backups at the end
+    # 8 batches per epoch; killed after batch 5 of epoch 1 (the 14th step), the last backup is at step 3... 6
+    killed = run(tmp_path / "backup_b", tmp_path / "b.npz", 14)
+    assert killed.returncode == 17, killed.stderr
+    state = json.loads((tmp_path / "backup_b" / "checkpoint.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 3)
+    resumed = run(tmp_path / "backup_b", tmp_path / "b.npz", -1)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert list(b["first"]) == [1, 3]  # the resumed run started at step 3 of epoch 1
+    assert list(b["epochs"]) == [1, 2, 3]
+    for key in ("arr_0", "arr_1", "arr_2", "arr_3"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-7)
+
+
+def test_backup_and_restore_in_process_and_double_checkpoint(tmp_path, data):
+    x, y = data
+
+    class Interrupt(callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("interrupted")
+
+    backup = callbacks.BackupAndRestore(tmp_path / "b", double_checkpoint=True)
+    model = make_model()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, epochs=5, verbose=0, callbacks=[backup, Interrupt()])
+    after_two = model.get_weights()
+    files = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert files == ["checkpoint.json", "ckpt-0.weights.h5", "ckpt-1.weights.h5"]
+    # the latest backup is unreadable: the previous one (end of epoch 1) is used
+    (tmp_path / "b" / "ckpt-1.weights.h5").write_bytes(b"not an hdf5 file")
+    fresh = make_model()
+    seen = []
+    history = fresh.fit(x, y, epochs=5, verbose=0, callbacks=[
+        backup, callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))])
+    assert seen == [1, 2, 3, 4] and history.epoch == [1, 2, 3, 4]
+    assert not np.allclose(fresh.get_weights()[0], after_two[0])
+    with pytest.raises(ValueError, match="save_freq"):
+        callbacks.BackupAndRestore(tmp_path, save_freq="sometimes")
+
+
+# -- TensorBoard -----------------------------------------------------------------------------------------
+def read_events(directory):
+    """{tag: [(step, value)]} for scalars and {tag: [step]} for histograms, parsed from the
+    TFRecord-framed Event protos (tensorboard's reader when installed, else tensorboardX's protos)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars, histograms = {}, {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        raw = path.read_bytes()
+        offset = 0
+        while offset < len(raw):
+            (length,) = struct.unpack("<Q", raw[offset:offset + 8])
+            payload = raw[offset + 12:offset + 12 + length]
+            offset += 12 + length + 4
+            event = event_pb2.Event.FromString(payload)
+            for value in event.summary.value:
+                if value.HasField("histo"):
+                    histograms.setdefault(value.tag, []).append(event.step)
+                else:
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars, histograms
+
+
+def test_tensorboard_event_files_hold_the_logged_values(tmp_path, data):
+    pytest.importorskip("tensorboardX")
+    x, y = data
+    model = make_model()
+    board = callbacks.TensorBoard(tmp_path / "logs", histogram_freq=1, update_freq=2)
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, validation_data=(x[:20], y[:20]),
+                        callbacks=[board])
+    train, histograms = read_events(tmp_path / "logs" / "train")
+    validation, _ = read_events(tmp_path / "logs" / "validation")
+    assert [s for s, _ in train["epoch_loss"]] == [0, 1, 2]
+    np.testing.assert_allclose([v for _, v in train["epoch_loss"]], history.history["loss"], rtol=1e-6)
+    np.testing.assert_allclose([v for _, v in validation["epoch_loss"]], history.history["val_loss"], rtol=1e-6)
+    np.testing.assert_allclose([v for _, v in train["epoch_learning_rate"]], [0.01] * 3, rtol=1e-6)
+    assert [s for s, _ in train["batch_loss"]] == [2, 4, 6, 8, 10, 12]  # 4 steps per epoch, every 2nd
+    assert [s for s, _ in validation["evaluation_loss_vs_iterations"]] == [4, 8, 12]
+    weight_tags = {tag for tag in histograms if tag.endswith("/histogram")}
+    assert len(weight_tags) == 2 and all(histograms[tag] == [0, 1, 2] for tag in weight_tags)
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return
+    accumulator = EventAccumulator(str(tmp_path / "logs" / "train"))
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Scalars("epoch_loss")] == [0, 1, 2]

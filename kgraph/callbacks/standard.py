@@ -12,12 +12,23 @@ import numpy as np
 from kgraph.callbacks.base import Callback
 
 
-def _monitor_op(mode, monitor):
+def _monitor_op(mode, monitor, model=None):
+    """np.less or np.greater: from `mode`, or for "auto" from the metric's direction (Keras 3:
+    a loss is minimized; a metric with `_direction` "up" maximized), else from its name."""
     if mode not in ("auto", "min", "max"):
         warnings.warn(f"mode '{mode}' is unknown, falling back to 'auto'", stacklevel=3)
         mode = "auto"
     if mode == "auto":
-        mode = "max" if ("acc" in monitor or monitor.endswith("auc")) else "min"
+        name = monitor.removeprefix("val_")
+        direction = None
+        if name == "loss" or name.endswith("_loss"):
+            direction = "down"
+        for metric in getattr(model, "metrics", None) or []:
+            if metric.name == name and getattr(metric, "_direction", None) in ("up", "down"):
+                direction = metric._direction
+        if direction is None:
+            direction = "up" if ("acc" in name or name.endswith("auc")) else "down"
+        mode = "max" if direction == "up" else "min"
     return np.less if mode == "min" else np.greater
 
 
@@ -34,12 +45,14 @@ class EarlyStopping(Callback):
         self.min_delta = abs(min_delta)
         self.restore_best_weights = restore_best_weights
         self.start_from_epoch = start_from_epoch
+        self.mode = mode
+        self._min_delta = abs(min_delta)
         self.monitor_op = _monitor_op(mode, monitor)
-        if self.monitor_op == np.less:
-            self.min_delta *= -1
         self.stopped_epoch = 0
 
     def on_train_begin(self, logs=None):
+        self.monitor_op = _monitor_op(self.mode, self.monitor, self.model)
+        self.min_delta = -self._min_delta if self.monitor_op == np.less else self._min_delta
         self.wait = 0
         self.stopped_epoch = 0
         self.best = np.inf if self.monitor_op == np.less else -np.inf
@@ -59,6 +72,7 @@ class EarlyStopping(Callback):
             return
         if self.restore_best_weights and self.best_weights is None:
             self.best_weights = self.model.get_weights()
+            self.best_epoch = epoch
         self.wait += 1
         if self._improved(value, self.best):
             self.best = value
@@ -71,14 +85,15 @@ class EarlyStopping(Callback):
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            if self.restore_best_weights and self.best_weights is not None:
-                if self.verbose > 0:
-                    print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
-                self.model.set_weights(self.best_weights)
 
     def on_train_end(self, logs=None):
         if self.stopped_epoch > 0 and self.verbose > 0:
             print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        # Keras 3 restores the best weights when training ends, stopped early or not.
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose > 0:
+                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
 
 
 class ReduceLROnPlateau(Callback):
@@ -250,21 +265,31 @@ class ModelCheckpoint(Callback):
                              f"Received: filepath={self.filepath}")
         if save_freq != "epoch" and not isinstance(save_freq, int):
             raise ValueError(f"Unrecognized save_freq: {save_freq}. Expected save_freq to be 'epoch' or int")
-        self._batches_seen = 0
+        self.mode = mode
+        self._batches_since_save = 0
+        self._last_batch_seen = None
         self._current_epoch = 0
 
     @property
     def needs_batch_logs(self):
         return isinstance(self.save_freq, int)
 
+    def on_train_begin(self, logs=None):
+        self.monitor_op = _monitor_op(self.mode, self.monitor, self.model)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._current_epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if isinstance(self.save_freq, int):
-            self._batches_seen += 1
-            if self._batches_seen % self.save_freq == 0:
-                self._save(self._current_epoch, batch, logs)
+        if not isinstance(self.save_freq, int):
+            return
+        # `batch` is the last step of an execution (steps_per_execution may skip indices)
+        new_epoch = self._last_batch_seen is None or batch <= self._last_batch_seen
+        self._batches_since_save += batch + 1 if new_epoch else batch - self._last_batch_seen
+        self._last_batch_seen = batch
+        if self._batches_since_save >= self.save_freq:
+            self._batches_since_save = 0
+            self._save(self._current_epoch, batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.save_freq == "epoch":
@@ -272,7 +297,14 @@ class ModelCheckpoint(Callback):
 
     def _save(self, epoch, batch, logs):
         logs = dict(logs or {})
-        path = self.filepath.format(epoch=epoch + 1, batch=batch, **logs)
+        try:
+            if batch is None or "batch" in logs:
+                path = self.filepath.format(epoch=epoch + 1, **logs)
+            else:
+                path = self.filepath.format(epoch=epoch + 1, batch=batch + 1, **logs)
+        except KeyError as error:
+            raise KeyError(f'Failed to format this callback filepath: "{self.filepath}". Reason: {error} is not '
+                           f"in the logs {sorted(logs)}") from None
         if self.save_best_only:
             value = logs.get(self.monitor)
             if value is None:
