@@ -229,3 +229,76 @@ def test_tensorboard_event_files_hold_the_logged_values(tmp_path, data):
     accumulator = EventAccumulator(str(tmp_path / "logs" / "train"))
     accumulator.Reload()
     assert [e.step for e in accumulator.Scalars("epoch_loss")] == [0, 1, 2]
+
+
+# -- EarlyStopping / ModelCheckpoint details ---------------------------------------------------------------
+class ScriptedLoss(callbacks.Callback):
+    """Overwrites logs[monitor] with scripted values and records the weights at each epoch end."""
+
+    def __init__(self, values, key="val_loss"):
+        super().__init__()
+        self.values, self.key, self.weights = values, key, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs[self.key] = self.values[epoch]
+        self.weights.append(self.model.get_weights())
+
+
+def test_early_stopping_baseline_start_epoch_and_restore(data):
+    x, y = data
+    values = [5.0, 3.0, 4.0, 2.5, 6.0, 7.0, 8.0, 9.0]
+    # restore_best_weights when training runs to the end without stopping: the best epoch's weights (3)
+    model = make_model()
+    script = ScriptedLoss(values)
+    stopper = callbacks.EarlyStopping(patience=10, restore_best_weights=True)
+    model.fit(x, y, epochs=6, verbose=0, callbacks=[script, stopper])
+    for a, b in zip(model.get_weights(), script.weights[3]):
+        np.testing.assert_array_equal(a, b)
+    assert stopper.stopped_epoch == 0 and stopper.best_epoch == 3
+    # patience counts from the last improvement: best at 3, then 4, 5 do not improve -> stop at 5
+    history = make_model().fit(x, y, epochs=8, verbose=0, callbacks=[
+        ScriptedLoss(values), callbacks.EarlyStopping(patience=2)])
+    assert len(history.history["loss"]) == 6
+    # a baseline never beaten: improvements do not reset the wait -> stops after `patience` epochs
+    history = make_model().fit(x, y, epochs=8, verbose=0, callbacks=[
+        ScriptedLoss(values), callbacks.EarlyStopping(patience=3, baseline=1.0)])
+    assert len(history.history["loss"]) == 3
+    # start_from_epoch: epochs before it are not monitored at all
+    stopper = callbacks.EarlyStopping(patience=1, start_from_epoch=4)
+    history = make_model().fit(x, y, epochs=8, verbose=0, callbacks=[ScriptedLoss(values), stopper])
+    assert len(history.history["loss"]) == 6 and stopper.stopped_epoch == 5
+    # "max" for accuracy-like metrics in auto mode
+    stopper = callbacks.EarlyStopping(monitor="val_accuracy", patience=1)
+    history = make_model().fit(x, y, epochs=8, verbose=0, callbacks=[
+        ScriptedLoss([0.1, 0.5, 0.4, 0.3, 0.9, 0.9, 0.9, 0.9], key="val_accuracy"), stopper])
+    assert len(history.history["loss"]) == 3
+
+
+def test_model_checkpoint_best_only_formatting_and_batch_frequency(tmp_path, data):
+    x, y = data
+    values = [0.91, 0.52, 0.77, 0.31, 0.4]
+    pattern = str(tmp_path / "w-{epoch:02d}-{val_loss:.2f}.weights.h5")
+    checkpoint = callbacks.ModelCheckpoint(pattern, save_best_only=True, save_weights_only=True)
+    model = make_model()
+    script = ScriptedLoss(values)
+    model.fit(x, y, epochs=5, verbose=0, callbacks=[script, checkpoint])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "w-01-0.91.weights.h5", "w-02-0.52.weights.h5", "w-04-0.31.weights.h5"]
+    restored = make_model()
+    restored.load_weights(tmp_path / "w-04-0.31.weights.h5")
+    for a, b in zip(restored.get_weights(), script.weights[3]):
+        np.testing.assert_array_equal(a, b)
+    # mode="max" keeps the largest; save_freq=N saves every N steps, with {batch} counted from 1
+    directory = tmp_path / "max"
+    checkpoint = callbacks.ModelCheckpoint(str(directory / "m-{epoch}.keras"), monitor="val_loss", mode="max",
+                                           save_best_only=True)
+    make_model().fit(x, y, epochs=5, verbose=0, callbacks=[ScriptedLoss(values), checkpoint])
+    assert sorted(p.name for p in directory.iterdir()) == ["m-1.keras"]
+    directory = tmp_path / "batches"
+    checkpoint = callbacks.ModelCheckpoint(str(directory / "e{epoch}-b{batch}.weights.h5"), save_weights_only=True,
+                                           save_freq=3)
+    make_model().fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[checkpoint])
+    assert sorted(p.name for p in directory.iterdir()) == ["e1-b3.weights.h5", "e2-b2.weights.h5"]
+    with pytest.raises(KeyError, match="Failed to format"):
+        make_model().fit(x, y, epochs=1, verbose=0, callbacks=[
+            callbacks.ModelCheckpoint(str(tmp_path / "{nope}.keras"))])
