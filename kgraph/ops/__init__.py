@@ -59,3 +59,9 @@ def dtype(x):
 
 
 _operators.install()
+
+# The keras.ops name contract: Keras names kgraph lacks raise UnsupportedOpError on access.
+from kgraph.ops.namespace import UnsupportedOpError, module_getattr as _module_getattr  # noqa: E402,F401
+from kgraph.ops import image, linalg, nn, numpy  # noqa: E402,F401  (keras.ops's submodules)
+
+__getattr__, __dir__ = _module_getattr()
