@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -72,16 +73,18 @@ class PyDataset:
     def __iter__(self):
         return self._epoch_batches()
 
+    def __length_hint__(self):
+        return self.num_batches or 0
+
     def _epoch_batches(self, shuffle=False, skip=0, seed=None):
         """One pass: the batches in order (or a permutation drawn from `seed`), with
         `workers` threads fetching up to `max_queue_size` batches ahead."""
         count = self.num_batches
-        if count is None:
-            raise ValueError(f"{type(self).__name__}: __len__ must return the number of batches")
-        indices = np.arange(count)
-        if shuffle:
-            indices = np.random.default_rng(seed).permutation(count)
-        indices = [int(i) for i in indices[skip:]]
+        if count is None:  # no __len__: an endless source (fit needs steps_per_epoch)
+            indices = itertools.count(skip)
+        else:
+            order = np.random.default_rng(seed).permutation(count) if shuffle else np.arange(count)
+            indices = iter([int(i) for i in order[skip:]])
         self.on_epoch_begin()
         workers = int(self.workers or 1)
         if workers <= 1:
@@ -91,12 +94,16 @@ class PyDataset:
             ahead = max(int(self.max_queue_size or 1), workers)
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kgraph-pydataset") as pool:
                 pending = collections.deque()
-                position = 0
-                while position < len(indices) or pending:
-                    while position < len(indices) and len(pending) < ahead:
-                        pending.append(pool.submit(self.__getitem__, indices[position]))
-                        position += 1
-                    yield pending.popleft().result()
+                remaining = True
+                while remaining or pending:
+                    while remaining and len(pending) < ahead:
+                        index = next(indices, None)
+                        if index is None:
+                            remaining = False
+                        else:
+                            pending.append(pool.submit(self.__getitem__, index))
+                    if pending:
+                        yield pending.popleft().result()
         self.on_epoch_end()
 
 
