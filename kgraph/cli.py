@@ -155,42 +155,57 @@ def cmd_inspect(args):
 
 
 def cmd_bench(args):
+    import tempfile
+
     import numpy as np
 
     from kgraph.exporters import export
+    from kgraph.exporters.onnx_ops import OnnxExportError
 
+    if args.batch_size < 1 or args.batches < 1 or args.latency_calls < 1:
+        raise CommandError("--batch-size, --batches and --latency-calls must be positive")
     model = _load_keras(args.model)
-    shape = tuple(model.inputs[0].shape[1:])
-    dtype = model.inputs[0].dtype
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.batch_size * args.batches,) + shape).astype(dtype)
+    count = args.batch_size * args.batches
+    xs = [(rng.integers(0, 2, (count,) + tuple(t.shape[1:])) if "int" in str(t.dtype)
+           else rng.standard_normal((count,) + tuple(t.shape[1:]))).astype(t.dtype) for t in model.inputs]
+    feed = xs[0] if len(xs) == 1 else xs
     results = {}
-    model.predict(x[:args.batch_size], batch_size=args.batch_size, verbose=0)
+    model.predict([x[:args.batch_size] for x in xs] if len(xs) > 1 else feed[:args.batch_size],
+                  batch_size=args.batch_size, verbose=0)
     start = time.perf_counter()
-    model.predict(x, batch_size=args.batch_size, verbose=0)
-    results["kgraph_samples_per_s"] = len(x) / (time.perf_counter() - start)
-    one = x[:1]
+    model.predict(feed, batch_size=args.batch_size, verbose=0)
+    results["kgraph_samples_per_s"] = count / (time.perf_counter() - start)
+    one = [x[:1] for x in xs] if len(xs) > 1 else feed[:1]
     model(one)
     start = time.perf_counter()
     for _ in range(args.latency_calls):
         model(one)
     results["kgraph_batch1_latency_us"] = (time.perf_counter() - start) / args.latency_calls * 1e6
-    onnx_path = os.path.splitext(args.model)[0] + ".bench.onnx"
-    export(model, onnx_path, format="onnx", verbose=False)
-    session = _onnx_session(onnx_path)
-    name = session.get_inputs()[0].name
-    batches = [x[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)]
-    session.run(None, {name: batches[0]})
+    with tempfile.TemporaryDirectory() as directory:
+        onnx_path = os.path.join(directory, "model.onnx")
+        start = time.perf_counter()
+        try:
+            export(model, onnx_path, format="onnx", verbose=False)
+        except OnnxExportError as error:
+            raise CommandError(str(error)) from error
+        results["onnx_export_s"] = time.perf_counter() - start
+        session = _onnx_session(onnx_path)
+    names = [value.name for value in session.get_inputs()]
+
+    def feeds(begin, stop):
+        return {name: x[begin:stop] for name, x in zip(names, xs)}
+
+    session.run(None, feeds(0, args.batch_size))
     start = time.perf_counter()
-    for batch in batches:
-        session.run(None, {name: batch})
-    results["onnxruntime_samples_per_s"] = len(x) / (time.perf_counter() - start)
+    for begin in range(0, count, args.batch_size):
+        session.run(None, feeds(begin, begin + args.batch_size))
+    results["onnxruntime_samples_per_s"] = count / (time.perf_counter() - start)
     start = time.perf_counter()
     for _ in range(args.latency_calls):
-        session.run(None, {name: one})
+        session.run(None, feeds(0, 1))
     results["onnxruntime_batch1_latency_us"] = (time.perf_counter() - start) / args.latency_calls * 1e6
-    os.unlink(onnx_path)
-    results = {key: round(value, 1) for key, value in results.items()}
+    results = {key: round(value, 4 if key == "onnx_export_s" else 1) for key, value in results.items()}
     results["batch_size"] = args.batch_size
     print(json.dumps(results))
 

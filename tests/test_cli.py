@@ -68,6 +68,20 @@ def test_inspect_and_bench(saved_model):
     assert result.returncode == 0, result.stderr
     numbers = json.loads(result.stdout.strip().splitlines()[-1])
     assert numbers["kgraph_samples_per_s"] > 0 and numbers["onnxruntime_samples_per_s"] > 0
+    assert numbers["onnx_export_s"] > 0 and numbers["batch_size"] == 16
+
+
+def test_bench_feeds_every_input(tmp_path):
+    a, ids = keras.Input((3,), name="a"), keras.Input((2,), dtype="int32", name="ids")
+    rows = keras.layers.Flatten()(keras.layers.Embedding(4, 3)(ids))
+    model = keras.Model([a, ids], keras.layers.Dense(2)(keras.layers.Concatenate()([a, rows])))
+    model.save(tmp_path / "two.keras")
+    result = run("bench", str(tmp_path / "two.keras"), "--batch-size", "8", "--batches", "2", "--latency-calls", "3")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["onnxruntime_samples_per_s"] > 0
+    assert not list(tmp_path.glob("*.onnx"))  # the exported file is temporary
+    bad = run("bench", str(tmp_path / "two.keras"), "--batch-size", "0")
+    assert bad.returncode == 1 and "must be positive" in bad.stderr
 
 
 def test_errors_are_one_line_and_non_zero(tmp_path, saved_model):
