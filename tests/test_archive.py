@@ -149,3 +149,33 @@ def test_a_convolutional_model_round_trips(tmp_path):
                                                                    "dtype": "float32"}
     x = rng.standard_normal((3, 6, 6, 2)).astype("float32")
     np.testing.assert_array_equal(reloaded.serve(x), model.predict(x, verbose=0))
+
+
+def test_assets_and_variable_collections_ship_with_the_archive(tmp_path):
+    inputs = keras.Input((3,))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(inputs))
+    spare = keras.Variable(np.arange(4, dtype="float32"), name="spare")  # read by no endpoint
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    archive = ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: model(x, training=False),
+                         input_signature=[keras.InputSpec(shape=(None, 3), dtype="float32")])
+    archive.add_variable_collection("extras", [dense.kernel, spare])
+    archive.add_asset("labels.txt", labels)
+    with pytest.raises(ValueError, match="plain file name"):
+        archive.add_asset("../labels.txt", labels)
+    with pytest.raises(ValueError, match="identifier not taken"):
+        archive.add_variable_collection("serve", [spare])
+    archive.write_out(tmp_path / "with_assets", verbose=False)
+    labels.write_text("changed after export")
+    reloaded = load(tmp_path / "with_assets")
+    with open(reloaded.assets["labels.txt"]) as handle:
+        assert handle.read() == "cat\ndog\n"
+    assert [v.path for v in reloaded.extras] == [dense.kernel.path, spare.path]
+    np.testing.assert_array_equal(reloaded.extras[0].numpy(), dense.kernel.numpy())
+    np.testing.assert_array_equal(reloaded.extras[1].numpy(), np.arange(4))
+    (tmp_path / "with_assets" / "assets" / "labels.txt").write_text("tampered")
+    with pytest.raises(ArchiveError, match="labels.txt.*checksum"):
+        load(tmp_path / "with_assets")

@@ -30,6 +30,7 @@ from kgraph.ir import Graph, SymbolicTensor, Variable, tracing
 from kgraph.ops import OPS
 
 FORMAT_VERSION = 1
+RESERVED = ("assets", "metadata", "variables", "endpoint_names")  # LoadedArchive's own attributes
 
 
 class ArchiveError(ValueError):
@@ -59,6 +60,7 @@ class ExportArchive:
         self._tracked = []
         self._endpoints = {}
         self._variable_collections = {}
+        self._assets = {}
 
     def track(self, resource):
         """Track a model or layer whose variables the endpoints use."""
@@ -71,6 +73,9 @@ class ExportArchive:
             raise ValueError(f"Endpoint name {name!r} must be a valid Python identifier")
         if name in self._endpoints:
             raise ValueError(f"Endpoint name '{name}' is already taken")
+        if name in self._variable_collections or name in RESERVED:
+            raise ValueError(f"Endpoint name '{name}' is taken by a variable collection or the archive's "
+                             "attributes")
         if fn is None or input_signature is None:
             raise ValueError(f"add_endpoint('{name}') needs fn and input_signature")
         from kgraph.compiler.passes.pipeline import optimize
@@ -97,7 +102,21 @@ class ExportArchive:
         return fn
 
     def add_variable_collection(self, name, variables):
+        """Ship `variables` too; the loaded archive lists them as the attribute `name`."""
+        if not name.isidentifier() or name in self._endpoints or name in self._variable_collections or name in RESERVED:
+            raise ValueError(f"Variable collection name {name!r} must be a Python identifier not taken by an "
+                             f"endpoint, another collection or {', '.join(RESERVED)}")
         self._variable_collections[name] = list(variables)
+
+    def add_asset(self, name, filepath):
+        """Ship a file with the archive (a vocabulary, labels...) as assets/NAME; the loaded
+        archive's `assets` maps NAME to its path. (kgraph's addition: Keras' archives take
+        assets from tracked TensorFlow resources.)"""
+        if not name or name != os.path.basename(name) or name.startswith("."):
+            raise ValueError(f"Asset name {name!r} must be a plain file name")
+        if not os.path.isfile(filepath):
+            raise ValueError(f"Asset {name!r}: {filepath} is not a file")
+        self._assets[name] = os.fspath(filepath)
 
     def write_out(self, filepath, verbose=True):
         """Write the archive atomically (a temporary directory renamed into place)."""
@@ -148,6 +167,11 @@ class ExportArchive:
                             "dtype": graph.node(i).dtype} for i in graph.inputs],
                 "outputs": [{"name": n, "shape": list(graph.node(o).shape), "dtype": graph.node(o).dtype}
                             for n, o in zip(graph.output_names, graph.outputs)]}
+        for collection in self._variable_collections.values():  # variables no endpoint reads ship too
+            for variable in collection:
+                if id(variable) not in variable_index:
+                    variable_index[id(variable)] = len(variables)
+                    variables.append(variable)
         with h5py.File(os.path.join(root, "variables.h5"), "w") as handle:
             for index, variable in enumerate(variables):
                 dataset = handle.create_dataset(str(index), data=variable.numpy())
@@ -158,11 +182,17 @@ class ExportArchive:
                 handle.create_dataset(str(index), data=value)
         metadata = {"format": "kgraph-archive", "format_version": FORMAT_VERSION,
                     "kgraph_version": kgraph.__version__, "endpoints": signatures,
-                    "variable_collections": {k: [v.path for v in vs] for k, vs in self._variable_collections.items()}}
+                    "variable_collections": {k: [variable_index[id(v)] for v in vs]
+                                             for k, vs in self._variable_collections.items()},
+                    "assets": sorted(self._assets)}
+        if self._assets:
+            os.makedirs(os.path.join(root, "assets"))
+            for name, source in self._assets.items():
+                shutil.copyfile(source, os.path.join(root, "assets", name))
         with open(os.path.join(root, "metadata.json"), "w") as handle:
             json.dump(metadata, handle, indent=2)
         files = ["metadata.json", "variables.h5", "constants.h5"] + [
-            f"endpoints/{name}.json" for name in self._endpoints]
+            f"endpoints/{name}.json" for name in self._endpoints] + [f"assets/{name}" for name in self._assets]
         manifest = {path: _sha256(os.path.join(root, path)) for path in files}
         with open(os.path.join(root, "manifest.json"), "w") as handle:
             json.dump(manifest, handle, indent=2)
@@ -196,12 +226,15 @@ class _Endpoint:
 class LoadedArchive:
     """An archive's endpoints as methods, plus its variables and metadata."""
 
-    def __init__(self, metadata, endpoints, variables):
+    def __init__(self, metadata, endpoints, variables, assets):
         self.metadata = metadata
         self.variables = variables
+        self.assets = assets  # {name: path of the file in the archive}
         self._endpoints = endpoints
         for name, endpoint in endpoints.items():
             setattr(self, name, endpoint)
+        for name, indices in metadata.get("variable_collections", {}).items():
+            setattr(self, name, [variables[i] for i in indices])
 
     @property
     def endpoint_names(self):
@@ -235,8 +268,12 @@ def load(filepath):
     metadata = _read_json(root, "metadata.json")
     if not isinstance(metadata, dict) or metadata.get("format") != "kgraph-archive":
         raise ArchiveError(f"{root}: metadata.json does not describe a kgraph archive")
+    for name in metadata.get("assets", []):
+        if not isinstance(name, str) or not name or name != os.path.basename(name) or name.startswith("."):
+            raise ArchiveError(f"{root}: invalid asset name {name!r} in metadata.json")
     required = ["metadata.json", "variables.h5", "constants.h5"] + [
-        f"endpoints/{name}.json" for name in metadata.get("endpoints", {})]
+        f"endpoints/{name}.json" for name in metadata.get("endpoints", {})] + [
+        f"assets/{name}" for name in metadata.get("assets", [])]
     unlisted = [relative for relative in required if relative not in manifest]
     if unlisted:  # a file the manifest does not vouch for could have been swapped
         raise ArchiveError(f"{root}: the manifest has no checksum for {', '.join(unlisted)}")
@@ -256,7 +293,13 @@ def load(filepath):
             raise ArchiveError(f"{root}: invalid endpoint name {name!r}")
         document = _read_json(root, f"endpoints/{name}.json")
         endpoints[name] = _Endpoint(name, _rebuild(root, name, document, variables, constants))
-    return LoadedArchive(metadata, endpoints, variables)
+    collections = metadata.get("variable_collections", {})
+    for name, indices in collections.items():
+        if not name.isidentifier() or name in endpoints or name in RESERVED or not all(
+                isinstance(i, int) and 0 <= i < len(variables) for i in indices):
+            raise ArchiveError(f"{root}: invalid variable collection {name!r} in metadata.json")
+    assets = {name: os.path.join(root, "assets", name) for name in metadata.get("assets", [])}
+    return LoadedArchive(metadata, endpoints, variables, assets)
 
 
 def _rebuild(root, name, document, variables, constants):
