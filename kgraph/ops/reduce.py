@@ -142,7 +142,7 @@ def _reduce(name, x, axis, keepdims):
     x = ops.convert_to_tensor(x)
     axes = normalize_axes(axis, len(x.shape), name)
     if not axes:  # nothing to reduce: the value itself, in the reduction's dtype
-        _, dtype = get_op(name).infer({"axes": (0,), "keepdims": True}, Spec((1,), x.dtype))
+        _, dtype = get_op(name).infer({"axes": (0,), "keepdims": True}, Spec((1,), str(x.dtype)))
         return x if x.dtype == dtype else ops.cast(x, dtype)
     runs = _contiguous_runs(axes)
     if len(runs) == 1:
