@@ -607,3 +607,10 @@ def test_composite_gradient_matches_finite_differences(name):
         minus[index] -= step
         numeric[index] = (np.sum(reference(plus) * w) - np.sum(reference(minus) * w)) / (2 * step)
     np.testing.assert_allclose(analytic, numeric, **FD_TOLERANCE)
+
+
+def test_reductions_of_zero_d_arrays_follow_numpy():
+    for value in (np.array(3, "int32"), np.float32(2.5), np.array(True)):
+        np.testing.assert_allclose(ops.mean(value), np.mean(value))
+        np.testing.assert_allclose(ops.sum(value), np.sum(value))
+        np.testing.assert_allclose(ops.max(value), np.max(value))
