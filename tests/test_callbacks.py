@@ -72,6 +72,13 @@ def test_csv_logger_writes_one_row_per_epoch(tmp_path, data):
     assert float(rows[2]["loss"]) < float(rows[0]["loss"])
     make_model().fit(x, y, epochs=1, verbose=0, callbacks=[callbacks.CSVLogger(path, append=True)])
     assert len(list(csv.DictReader(open(path)))) == 4
+    # validation every 2nd epoch: the val_ columns exist from the first row and read "NA" in between
+    history = make_model().fit(x, y, epochs=4, verbose=0, validation_data=(x, y), validation_freq=2,
+                               callbacks=[callbacks.CSVLogger(path)])
+    rows = list(csv.DictReader(open(path)))
+    assert list(rows[0]) == ["epoch", "loss", "val_loss"]
+    assert [row["val_loss"] for row in rows[::2]] == ["NA", "NA"]
+    np.testing.assert_allclose([float(row["val_loss"]) for row in rows[1::2]], history.history["val_loss"])
 
 
 def test_lambda_and_terminate_on_nan(data):

@@ -227,6 +227,10 @@ class CSVLogger(Callback):
         logs = dict(logs or {})
         if self.keys is None:
             self.keys = sorted(logs)
+            # As Keras: with validation_freq > 1 the first epoch has no `val_` keys yet, so
+            # their columns are added up front (they read "NA" in epochs without validation).
+            if self.keys and not any(key.startswith("val_") for key in self.keys):
+                self.keys += [f"val_{key}" for key in self.keys]
             self._writer = csv.DictWriter(self._file, fieldnames=["epoch"] + self.keys, delimiter=self.sep)
             if self._append_header:
                 self._writer.writeheader()
