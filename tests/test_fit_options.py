@@ -297,3 +297,32 @@ def test_generator_that_runs_out_stops_training(regression):
     with pytest.warns(UserWarning, match="ran out of data"):
         history = model.fit(batches, epochs=4, steps_per_epoch=2, verbose=0)
     assert len(history.history["loss"]) == 3  # 2 + 2 + 1 batches, then it stops
+
+
+def test_add_loss_only_model_trains_without_targets():
+    from kgraph import ops
+
+    class LogisticEndpoint(keras.layers.Layer):
+        def call(self, targets, logits):
+            self.add_loss(keras.losses.BinaryCrossentropy(from_logits=True)(targets, logits))
+            return ops.sigmoid(logits)
+
+    inputs, targets = keras.Input((3,), name="inputs"), keras.Input((4,), name="targets")
+    logits = layers.Dense(4, name="logits")(inputs)
+    model = keras.Model([inputs, targets], LogisticEndpoint(name="endpoint")(targets, logits))
+    model.compile(optimizer=keras.optimizers.SGD(0.1))  # no loss: add_loss terms only
+    rng = np.random.default_rng(9)
+    data = {"inputs": rng.standard_normal((12, 3)).astype("float32"),
+            "targets": (rng.random((12, 4)) > 0.5).astype("float32")}
+    kernel, bias = model.get_weights()
+    z = data["inputs"] @ kernel + bias
+    t = data["targets"]
+    expected = np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z))))
+    assert model.evaluate(data, batch_size=12, verbose=0) == pytest.approx(expected, rel=1e-5)
+    history = model.fit(data, batch_size=12, epochs=3, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
+    assert history.history["loss"][2] < history.history["loss"][0]
+    plain = keras.Sequential([keras.Input((3,)), layers.Dense(1)])
+    plain.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="no loss to compute"):
+        plain.fit(data["inputs"], verbose=0)

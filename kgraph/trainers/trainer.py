@@ -80,9 +80,6 @@ class Trainer:
     def _require_compiled(self, what):
         if not self.compiled:
             raise RuntimeError(f'You must call compile() on model "{self.name}" before calling {what}()')
-        if what != "predict" and self._compiled_loss is None:
-            raise ValueError(f'Model "{self.name}" was compiled without a loss; {what}() needs one: '
-                             "pass loss=... to compile()")
 
     # -- data ---------------------------------------------------------------------------------
     def _input_names(self):
@@ -124,8 +121,9 @@ class Trainer:
         from kgraph.utils.py_dataset import PyDataset
 
         if is_array_like(x):
-            if what != "predict" and y is None:
-                raise ValueError(f'{what}() on model "{self.name}" needs targets y')
+            if what != "predict" and y is None and self._compiled_loss is not None:
+                raise ValueError(f'{what}() on model "{self.name}" needs targets y (its compiled loss compares '
+                                 "them with the outputs)")
             xs, ys, sws = self._arrays(x, y, sample_weight, class_weight, what)
             return ArrayData(xs, ys, sws, batch_size or 32, shuffle, steps, seed)
         source = type(x).__name__
@@ -213,11 +211,17 @@ class Trainer:
                 return graph
             output_names = self._output_names()
             batch = ops.cast(ops.batch_size(xs[0]), "float32")
-            loss = self._compiled_loss(ys, outputs, output_names, sws, batch_size=batch)
-            extra = self.losses
-            if extra:
-                for term in extra:
-                    loss = ops.add(loss, ops.cast(ops.sum(term), loss.dtype))
+            loss = None
+            if self._compiled_loss is not None:
+                if not ys:
+                    raise ValueError(f'{mode}: model "{self.name}" was compiled with a loss, which needs targets y')
+                loss = self._compiled_loss(ys, outputs, output_names, sws, batch_size=batch)
+            for term in self.losses:  # add_loss terms (regularizers, layers' and the model's own)
+                term = ops.cast(ops.sum(term), "float32" if loss is None else loss.dtype)
+                loss = term if loss is None else ops.add(loss, term)
+            if loss is None:
+                raise ValueError(f'Model "{self.name}" has no loss to compute: pass loss=... to compile() '
+                                 "or add losses with add_loss()")
             if mode == "train":
                 trainable = self.trainable_weights
                 if not trainable:
@@ -447,7 +451,7 @@ class Trainer:
 
     def _on_batch(self, mode, x, y, sample_weight, class_weight, return_dict):
         self._require_compiled(f"{mode}_on_batch")
-        if y is None:
+        if y is None and self._compiled_loss is not None:
             raise ValueError(f'{mode}_on_batch() on model "{self.name}" needs targets y')
         xs, ys, sws = self._arrays(x, y, sample_weight, class_weight, f"{mode}_on_batch")
         layout = Layout(xs, ys, sws)
