@@ -41,6 +41,22 @@ def test_hooks_are_called_in_order(data):
                       "epoch_end 1 ['loss']", "train_end"]
 
 
+def test_on_batch_end_alias_gets_the_running_loss(data):
+    x, y = data
+
+    class LossHistory(callbacks.Callback):  # as in Keras's guide: the older on_batch_end name
+        def on_train_begin(self, logs=None):
+            self.per_batch_losses = []
+
+        def on_batch_end(self, batch, logs=None):
+            self.per_batch_losses.append(logs.get("loss"))
+
+    recorder = LossHistory()
+    history = make_model().fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[recorder])
+    assert len(recorder.per_batch_losses) == 4
+    assert recorder.per_batch_losses[-1] == pytest.approx(history.history["loss"][0], rel=1e-6)
+
+
 def test_early_stopping_stops_and_restores_best_weights(data):
     x, y = data
     model = make_model(lr=0.0)  # no progress at all: stops after `patience` epochs

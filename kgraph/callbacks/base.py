@@ -23,8 +23,12 @@ class Callback:
     def on_train_end(self, logs=None): pass
     def on_epoch_begin(self, epoch, logs=None): pass
     def on_epoch_end(self, epoch, logs=None): pass
-    def on_train_batch_begin(self, batch, logs=None): pass
-    def on_train_batch_end(self, batch, logs=None): pass
+    def on_batch_begin(self, batch, logs=None): pass
+    def on_batch_end(self, batch, logs=None): pass
+
+    # Keras's training batch hooks call the older on_batch_* names by default.
+    def on_train_batch_begin(self, batch, logs=None): self.on_batch_begin(batch, logs=logs)
+    def on_train_batch_end(self, batch, logs=None): self.on_batch_end(batch, logs=logs)
     def on_test_begin(self, logs=None): pass
     def on_test_end(self, logs=None): pass
     def on_test_batch_begin(self, batch, logs=None): pass
@@ -39,7 +43,7 @@ class Callback:
         """Whether this callback reads per-batch logs (computing them costs Python time)."""
         base = Callback
         return any(getattr(type(self), hook) is not getattr(base, hook) for hook in
-                   ("on_train_batch_end", "on_test_batch_end", "on_predict_batch_end"))
+                   ("on_train_batch_end", "on_batch_end", "on_test_batch_end", "on_predict_batch_end"))
 
 
 class CallbackList(Callback):
