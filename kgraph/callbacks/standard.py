@@ -203,7 +203,8 @@ class LambdaCallback(Callback):
 
     @property
     def needs_batch_logs(self):
-        return "on_train_batch_end" in self.__dict__ or "on_test_batch_end" in self.__dict__
+        return any(hook in self.__dict__ for hook in ("on_train_batch_end", "on_batch_end", "on_test_batch_end",
+                                                      "on_predict_batch_end"))
 
 
 class CSVLogger(Callback):
