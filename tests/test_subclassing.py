@@ -235,6 +235,18 @@ def test_add_loss_enters_the_compiled_training_loss(regularized_model):
     np.testing.assert_allclose(history.history["loss"][0], expected, rtol=1e-5)
 
 
+def test_model_trains_on_add_loss_alone():
+    inputs = keras.Input((3,))
+    outputs = ActivityRegularizationLayer(1.0)(keras.layers.Dense(1, use_bias=False)(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    x = np.ones((4, 3), "float32")
+    kernel = np.asarray(model.weights[0]).copy()
+    model.fit(x, np.zeros((4, 1), "float32"), batch_size=4, epochs=1, verbose=0)
+    # d mean(x @ w) / dw = mean over rows of x = 1: one SGD step moves every weight by -0.1
+    np.testing.assert_allclose(np.asarray(model.weights[0]), kernel - 0.1, rtol=1e-6)
+
+
 # -- config, training argument ---------------------------------------------------------------------
 def test_get_config_from_config_round_trip():
     layer = DeferredLinear(64, name="lin")
