@@ -253,7 +253,8 @@ def test_masked_steps_carry_the_state_and_the_mask_propagates(layer_model):
 def embedding_lstm():
     model = keras.Sequential([layers.Input((6,), dtype="int32"), layers.Embedding(20, 4, mask_zero=True),
                               layers.LSTM(3)])
-    _randomize(model.layers[1], 5)
+    _randomize(model.layers[0], 5)
+    _randomize(model.layers[1], 6)
     return model
 
 
@@ -262,7 +263,7 @@ def test_embedding_mask_zero_makes_padding_invisible_to_the_lstm(embedding_lstm)
     batch = np.array([[7, 3, 12, 0, 0, 0],  # post-padding
                       [0, 0, 0, 7, 3, 12],  # pre-padding
                       [7, 0, 3, 0, 12, 0],  # padding in between
-                      [3, 7, 12, 0, 0, 0]], "int32")  # other tokens: must differ
+                      [15, 9, 4, 0, 0, 0]], "int32")  # other tokens: must differ
     out = np.asarray(embedding_lstm.predict(batch, verbose=0))
     np.testing.assert_allclose(out[1], out[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(out[2], out[0], rtol=1e-6, atol=1e-6)

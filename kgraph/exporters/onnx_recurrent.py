@@ -237,7 +237,15 @@ def _gru_grad(e, node, gy, packed, h0, U, mask, rbias):
     return s.concat(steps + [dh], axis=1)
 
 
+def _rnn_weight_grad(e, node, a, b):
+    p, q = a.shape[2], b.shape[2]
+    a2 = e.op("Reshape", [e.cast(a, node.dtype), e.ints([-1, p])])
+    b2 = e.op("Reshape", [e.cast(b, node.dtype), e.ints([-1, q])])
+    return e.op("MatMul", [e.op("Transpose", [a2], perm=[1, 0]), b2])
+
+
 ONNX_RECURRENT_OPS = {
+    "rnn_weight_grad": _rnn_weight_grad,
     "simple_rnn_sequence": _simple_rnn,
     "lstm_sequence": _lstm,
     "gru_sequence": _gru,
