@@ -160,6 +160,25 @@ LAYER_CASES = {
     "Cropping3D": [layer(L.Cropping3D, (3, 4, 3, 1))],
     "Permute": [layer(lambda: L.Permute((2, 1)), (3, 4))],
     "RepeatVector": [layer(lambda: L.RepeatVector(3), (4,))],
+    # recurrent (kgraph/layers/recurrent.py, wrappers.py): the time loop unrolled in ONNX
+    "SimpleRNN": [layer(lambda: L.SimpleRNN(3, return_sequences=True, activation="relu"), (4, 2))],
+    "LSTM": [layer(lambda: L.LSTM(3), (4, 2)),
+             case((4, 2), lambda x: L.LSTM(3, return_state=True, go_backwards=True,
+                                           recurrent_activation="hard_sigmoid")(x), "state_backwards")],
+    "GRU": [layer(lambda: L.GRU(3, return_sequences=True), (4, 2)),
+            layer(lambda: L.GRU(2, reset_after=False), (4, 2), "reset_before")],
+    "SimpleRNNCell": [layer(lambda: L.RNN(L.SimpleRNNCell(3)), (4, 2))],
+    "LSTMCell": [layer(lambda: L.RNN(L.LSTMCell(3), return_sequences=True), (4, 2))],
+    "GRUCell": [layer(lambda: L.RNN(L.GRUCell(3)), (4, 2))],
+    "RNN": [layer(lambda: L.RNN(L.LSTMCell(2), return_state=True), (4, 2))],
+    "StackedRNNCells": [layer(lambda: L.RNN(L.StackedRNNCells([L.GRUCell(3), L.LSTMCell(2)])), (4, 2))],
+    "Masking": [case([((4,), "int32"), (4, 2)],  # steps whose id is 0 are all-zero: masked
+                     lambda ids, x: L.LSTM(3)(L.Masking()(x * keras.ops.expand_dims(
+                         keras.ops.cast(keras.ops.not_equal(ids, 0), "float32"), -1))), high=3)],
+    "Bidirectional": [layer(lambda: L.Bidirectional(L.LSTM(2, return_sequences=True)), (4, 3)),
+                      layer(lambda: L.Bidirectional(L.GRU(2), merge_mode="sum"), (4, 3), "sum")],
+    "TimeDistributed": [layer(lambda: L.TimeDistributed(L.Dense(3)), (4, 2)),
+                        layer(lambda: L.TimeDistributed(L.Flatten()), (3, 2, 2), "per_step")],
 }
 
 # Registry entries that are not layers a model computes with.
