@@ -30,6 +30,11 @@ def install():
     }
     for name, method in table.items():
         setattr(SymbolicTensor, name, method)
+    # == and != are elementwise on symbolic tensors, as on Keras tensors (hashing stays by
+    # identity: kgraph keys tensors by id(), never by ==). Variables keep Python's identity
+    # comparison, so `variable in list` stays an identity test.
+    SymbolicTensor.__eq__ = _binary(ops.equal)
+    SymbolicTensor.__ne__ = _binary(ops.not_equal)
     for name, method in table.items():
         if name != "__getitem__":
             setattr(Variable, name, method)
