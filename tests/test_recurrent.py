@@ -472,3 +472,36 @@ def test_same_outputs_as_keras_3_on_the_same_weights():
         assert len(theirs[name]) == len(ours[name]), name
         for a, b in zip(ours[name], theirs[name]):
             np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+KERAS_SAVE_SCRIPT = r"""
+import sys
+import numpy as np
+import keras
+from keras import layers as L
+inp = keras.Input((5,), dtype="int32")
+x = L.Embedding(20, 4)(inp)
+x = L.Bidirectional(L.LSTM(3, return_sequences=True))(x)
+x = L.GRU(3, return_sequences=True, go_backwards=True)(x)
+x = L.TimeDistributed(L.Dense(2))(x)
+x = L.SimpleRNN(2)(x)
+model = keras.Model(inp, x)
+for k, w in enumerate(model.weights):
+    w.assign(np.random.default_rng(k).standard_normal(w.shape).astype("float32") * 0.5)
+ids = np.array([[1, 2, 3, 0, 0], [4, 5, 0, 0, 0], [0, 7, 8, 9, 1]], "int32")
+np.save(sys.argv[1] + "/expected.npy", model.predict(ids, verbose=0))
+model.save(sys.argv[1] + "/model.keras")
+"""
+
+
+@pytest.mark.skipif(not os.path.exists(KERAS_PYTHON), reason="Keras 3 is not installed at /tmp/kerasenv")
+def test_a_keras_3_model_file_with_recurrent_layers_loads_and_predicts_the_same(tmp_path):
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    done = subprocess.run([KERAS_PYTHON, "-c", KERAS_SAVE_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"Keras 3 did not run: {done.stderr[-500:]}")
+    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    ids = np.array([[1, 2, 3, 0, 0], [4, 5, 0, 0, 0], [0, 7, 8, 9, 1]], "int32")
+    np.testing.assert_allclose(model.predict(ids, verbose=0), np.load(tmp_path / "expected.npy"), rtol=1e-5,
+                               atol=1e-6)
