@@ -203,6 +203,36 @@ def test_backup_and_restore_in_process_and_double_checkpoint(tmp_path, data):
         callbacks.BackupAndRestore(tmp_path, save_freq="sometimes")
 
 
+def test_backup_and_restore_resumes_an_endless_dataset_mid_epoch(tmp_path, data):
+    x, y = data
+    dataset = keras.data.Dataset.from_tensor_slices((x, y * 2)).batch(10).repeat()  # 7 batches per pass
+
+    class Interrupt(callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+            if self.steps == 9:  # epoch 1, batch 3 (5 steps per epoch), after the backup at step 4
+                raise RuntimeError("interrupted")
+
+    def run(*extra):
+        keras.utils.set_random_seed(5)
+        model = keras.Sequential([keras.Input((3,)), layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+        model.fit(dataset, epochs=3, steps_per_epoch=5, verbose=0, callbacks=list(extra))
+        return model
+
+    expected = run().get_weights()
+    backup = callbacks.BackupAndRestore(tmp_path / "b", save_freq=2)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(backup, Interrupt())
+    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["step"] == 4
+    for a, b in zip(run(backup).get_weights(), expected):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 # -- TensorBoard -----------------------------------------------------------------------------------------
 def read_events(directory):
     """{tag: [(step, value)]} for scalars and {tag: [step]} for histograms, parsed from the

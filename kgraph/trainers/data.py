@@ -202,22 +202,25 @@ class _Stream:
 
     def position(self, epoch, step):
         """Place the stream at `step` of `epoch` (resuming): passes are counted from epoch 0."""
-        if self.steps_per_epoch is None or self.pass_length is None:
+        if self.steps_per_epoch is None:
             self._pass, skip = epoch, step
+        elif self.pass_length is None:  # one endless pass (a generator, a repeated dataset)
+            self._pass, skip = 0, epoch * self.steps_per_epoch + step
         else:
             done = epoch * self.steps_per_epoch + step
             self._pass, skip = divmod(done, self.pass_length)
         self._iterator = self._new_pass(skip) if (epoch or step) else None
 
-    def epoch(self):
-        """The batches of the next epoch (flat lists)."""
+    def epoch(self, done=0):
+        """The batches of the next epoch (flat lists); `done` steps of it ran before a resume
+        (the stream was placed after them by `position`)."""
         if self.steps_per_epoch is None:
             iterator = self._iterator if self._iterator is not None else self._new_pass()
             self._iterator = None
             self._pass += 1
             yield from iterator
             return
-        taken = 0
+        taken = done
         while taken < self.steps_per_epoch:
             if self._iterator is None:
                 self._iterator = self._new_pass()
@@ -225,7 +228,7 @@ class _Stream:
             if batch is None:
                 self._iterator = None
                 self._pass += 1
-                if not self._reiterable() or (taken == 0 and self.pass_length == 0):
+                if not self._reiterable() or (taken == done and self.pass_length == 0):
                     self.exhausted = True
                     warnings.warn("Your input ran out of data; interrupting training. Make sure that your "
                                   "dataset or generator can generate at least `steps_per_epoch * epochs` "

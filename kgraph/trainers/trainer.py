@@ -328,7 +328,7 @@ class Trainer:
             callbacks.on_epoch_begin(epoch)
             step = start_step if epoch == start_epoch else 0
             first = step
-            for batch in data.epoch():
+            for batch in data.epoch(first):
                 if (step - first) % per_execution == 0:
                     callbacks.on_train_batch_begin(step)
                 run(batch)
