@@ -655,6 +655,7 @@ ONNX_OPS = {
     "tanh": _unary("Tanh"),
     "sin": _unary("Sin"),
     "cos": _unary("Cos"),
+    "arctan": _unary("Atan"),
     "softplus": _unary("Softplus"),
     "softsign": _unary("Softsign"),
     "silu": _silu,

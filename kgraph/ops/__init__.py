@@ -65,3 +65,5 @@ from kgraph.ops.namespace import UnsupportedOpError, module_getattr as _module_g
 from kgraph.ops import image, linalg, nn, numpy  # noqa: E402,F401  (keras.ops's submodules)
 
 __getattr__, __dir__ = _module_getattr()
+from kgraph.ops.numpy_extra import *  # noqa: E402,F401,F403  (numpy-like compositions)
+from kgraph.ops.nn_extra import *  # noqa: E402,F401,F403  (nn compositions)

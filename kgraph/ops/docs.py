@@ -60,6 +60,18 @@ def render():
         "so `hasattr` is False) naming the function.",
         "",
         "The submodules re-export the top-level functions: `kgraph.ops.nn.relu is kgraph.ops.relu`.",
+        "",
+        "How some compositions work (kgraph/ops/numpy_extra.py, nn_extra.py):",
+        "",
+        "- `sort`, `argsort`, `top_k`, `median`, `quantile`, `percentile`, `sparsemax`: each element's rank "
+        "along the axis from pairwise comparisons (ties in index order: a stable sort), then a one-hot "
+        "permutation; memory is O(n^2) in the sorted axis's size n, which must be static.",
+        "- `cumsum`, `cumprod`: a log-step scan (ceil(log2 n) shifted adds or products, each a pad and a "
+        "slice); `take_along_axis`: a one-hot selection along the axis (O(n) per picked element).",
+        "- `einsum`: contractions of operand pairs as batched matmuls (no repeated index inside one "
+        "operand); `tensordot`, `inner`: one matmul.",
+        "- Keras's dtype rules: transcendental functions of int or bool inputs give float32; "
+        "`trunc`, `round`, `nan_to_num` keep ints; `cumsum` of bools counts in int32.",
         "The name list is `kgraph/ops/keras_names.py`, generated from Keras by `tools/gen_keras_names.py`.",
         "",
         f"Supported: {sum(s != UNSUPPORTED for s in everything)} of {len(everything)} names "

@@ -195,6 +195,8 @@ _define("sin", 1, lambda h, x: h.sin(x), lambda at, x: np.sin(x),
         _unary_grad(lambda x, y, g: ops.multiply(g, ops.cos(x))))
 _define("cos", 1, lambda h, x: h.cos(x), lambda at, x: np.cos(x),
         _unary_grad(lambda x, y, g: ops.negative(ops.multiply(g, ops.sin(x)))))
+_define("arctan", 1, lambda h, x: h.atan(x), lambda at, x: np.arctan(x),
+        _unary_grad(lambda x, y, g: ops.divide(g, ops.add(1.0, ops.square(x)))))
 
 # -- comparisons and logic ------------------------------------------------------------------
 for _name, _symbol, _ufunc in [("equal", "==", np.equal), ("not_equal", "!=", np.not_equal),
@@ -394,6 +396,7 @@ sigmoid = _elementwise_fn("sigmoid")
 tanh = _elementwise_fn("tanh")
 sin = _elementwise_fn("sin")
 cos = _elementwise_fn("cos")
+arctan = _elementwise_fn("arctan")
 softplus = _elementwise_fn("softplus")
 softsign = _elementwise_fn("softsign")
 silu = _elementwise_fn("silu")

@@ -29,6 +29,7 @@ class ScalarOps:
     def tanh(self, x): raise NotImplementedError
     def sin(self, x): raise NotImplementedError
     def cos(self, x): raise NotImplementedError
+    def atan(self, x): raise NotImplementedError
     def erf(self, x): raise NotImplementedError
     def abs(self, x): raise NotImplementedError
     def floor(self, x): raise NotImplementedError

@@ -46,6 +46,7 @@ class NumbaScalarOps(ScalarOps):
     def tanh(self, x): return f"math.tanh({x})"
     def sin(self, x): return f"math.sin({x})"
     def cos(self, x): return f"math.cos({x})"
+    def atan(self, x): return f"math.atan({x})"
     def erf(self, x): return f"math.erf({x})"
     def abs(self, x): return f"abs({x})"
     def floor(self, x): return f"np.floor({x})"

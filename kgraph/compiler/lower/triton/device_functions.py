@@ -121,3 +121,19 @@ def fill_kernel(dst, total, value, BLOCK: tl.constexpr):
     """dst[:total] = value (the zeros a scatter-add accumulates into)."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(dst + offs, tl.full([BLOCK], value, dst.dtype.element_ty), mask=offs < total)
+
+
+@triton.jit
+def atan_(x):
+    # Cephes' single-precision arctangent: reduce |x| to [0, tan(pi/8)] with
+    # atan(a) = pi/2 + atan(-1/a) (a > tan(3pi/8)) or pi/4 + atan((a-1)/(a+1)), then an odd
+    # polynomial (relative error about 1e-7).
+    a = tl.abs(x)
+    big = a > 2.414213562373095
+    mid = a > 0.4142135623730950
+    t = tl.where(big, -1.0 / a, tl.where(mid, (a - 1.0) / (a + 1.0), a))
+    offset = tl.where(big, 1.5707963267948966, tl.where(mid, 0.7853981633974483, 0.0))
+    z = t * t
+    p = (((8.05374449538e-2 * z - 1.38776856032e-1) * z + 1.99777106478e-1) * z - 3.33329491539e-1) * z * t + t
+    r = offset + p
+    return tl.where(x < 0, -r, r)

@@ -22,7 +22,7 @@ TL_DTYPES = {
 
 # The names `device_functions` exports to generated modules.
 HELPERS = ("expm1_", "log1p_", "tanh_", "pow_float", "pow_int", "floordiv_float", "floordiv_int",
-           "mod_float", "mod_int", "INF")
+           "mod_float", "mod_int", "atan_", "INF")
 
 
 def tl_dtype(dtype):
@@ -106,6 +106,7 @@ class TritonScalarOps(ScalarOps):
     def tanh(self, x): return f"tanh_({self._f(x)})"
     def sin(self, x): return f"tl.sin({self._f(x)})"
     def cos(self, x): return f"tl.cos({self._f(x)})"
+    def atan(self, x): return f"atan_({self._f(x)})"
     def erf(self, x): return f"tl.math.erf({self._f(x)})"
     def abs(self, x): return f"tl.abs({x})"
 
