@@ -158,8 +158,12 @@ class MultiHeadAttention(Layer):
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True, output_shape=None,
                  attention_axes=None, kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, seed=None, **kwargs):
+                 kernel_constraint=None, bias_constraint=None, seed=None, sliding_window=None, use_gate=False,
+                 **kwargs):
         super().__init__(activity_regularizer=regularizers.get(activity_regularizer), **kwargs)
+        if sliding_window is not None or use_gate:
+            raise NotImplementedError(f'Layer "{self.name}": sliding_window and use_gate (Keras 3.15 options) '
+                                      "are not supported yet; leave them at None and False")
         if attention_axes not in (None, 1, (1,), [1]):
             raise NotImplementedError(f'Layer "{self.name}": attention_axes other than the sequence axis '
                                       "are not supported yet")
@@ -200,6 +204,13 @@ class MultiHeadAttention(Layer):
             layer.build(shape)
         self._output_dense.build(tuple(query_shape[:-1]) + (heads, self.value_dim))
         self.built = True
+
+    # Public names of the projections, as Keras 3 has them: the weights file stores each under
+    # its public name ("query_dense/vars"), which a walk of the attributes meets first.
+    query_dense = property(lambda self: self._query_dense)
+    key_dense = property(lambda self: self._key_dense)
+    value_dense = property(lambda self: self._value_dense)
+    output_dense = property(lambda self: self._output_dense)
 
     def _maybe_build(self, inputs):
         if not self.built:
@@ -265,7 +276,7 @@ class MultiHeadAttention(Layer):
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": regularizers.serialize(self.bias_regularizer),
                 "activity_regularizer": None, "kernel_constraint": None, "bias_constraint": None,
-                "seed": self.seed}
+                "seed": self.seed, "use_gate": False, "sliding_window": None}
 
 
 class Dot(Layer):

@@ -70,11 +70,23 @@ def sequential_from_config(cls, config):
 
 
 # -- Functional --------------------------------------------------------------------------------------
+def _graph_members(model):
+    """The model's layers and Keras op nodes in Keras's order (its config lists both)."""
+    from kgraph.layers.operation import KerasOperation
+    from kgraph.models.functional import _keras_layer_order
+
+    ops = [layer for layer in _keras_layer_order(model.inputs, model.outputs) if isinstance(layer, KerasOperation)]
+    if not ops:
+        return model.layers
+    return [layer for layer in _keras_layer_order(model.inputs, model.outputs)
+            if isinstance(layer, KerasOperation) or any(layer is kept for kept in model.layers)]
+
+
 def _reindexing(model):
     """{(id(layer), node index): index among the nodes that belong to `model`}."""
     own = {id(node) for node in model._nodes}
     mapping = {}
-    for layer in model.layers:
+    for layer in _graph_members(model):
         kept = 0
         for index, node in enumerate(layer._inbound_nodes):
             if id(node) in own:
@@ -114,10 +126,16 @@ def functional_config(model):
             f"Model '{model.name}' applies ops directly to symbolic tensors ({', '.join(operations)}); "
             "it compiles, trains and exports, but its config cannot be written: wrap those ops in a "
             "layer (a Layer subclass, or kgraph.layers.Lambda) to save or clone it.")
+    from kgraph.layers.operation import KerasOperation
+
     own, mapping = _reindexing(model)
     layers = []
-    for layer in model.layers:
-        entry = _serialize(layer)
+    for layer in _graph_members(model):
+        if isinstance(layer, KerasOperation):
+            entry = {"module": layer.module, "class_name": layer.class_name, "config": layer.get_config(),
+                     "registered_name": layer.class_name}
+        else:
+            entry = _serialize(layer)
         entry["name"] = layer.name
         entry["inbound_nodes"] = [_serialize_node(node, mapping) for node in layer._inbound_nodes
                                   if id(node) in own and node.input_tensors]
@@ -192,6 +210,7 @@ def functional_from_config(cls, config, custom_objects=None, layer_factory=None)
     (clone_model uses it).
     """
     from kgraph.layers.layer import Layer
+    from kgraph.layers.operation import KerasOperation, is_keras_operation_config
     from kgraph.saving.object_registration import CustomObjectScope
 
     config = dict(config)
@@ -201,8 +220,12 @@ def functional_from_config(cls, config, custom_objects=None, layer_factory=None)
     with CustomObjectScope(custom_objects or {}):
         created, pending, order = {}, {}, []
         for layer_data in config.pop("layers"):
-            layer = layer_factory(layer_data) if layer_factory is not None else _deserialize(layer_data)
-            if not isinstance(layer, Layer):
+            if is_keras_operation_config(layer_data):
+                layer = KerasOperation(layer_data.get("class_name"), layer_data.get("module"),
+                                       layer_data.get("config"))
+            else:
+                layer = layer_factory(layer_data) if layer_factory is not None else _deserialize(layer_data)
+            if not isinstance(layer, (Layer, KerasOperation)):
                 raise ValueError(f"Unexpected object from deserialization, expected a layer, got {type(layer)}")
             name = layer_data.get("name", layer.name)
             created[name] = layer

@@ -121,6 +121,63 @@ def main():
         inputs = rng.standard_normal((16, 5)).astype("float32")
         target = rng.standard_normal((16, 2)).astype("float32")
         save(name, model, inputs, target=target, optimizer=optimizer)
+    # Optimizers added later (their own generator, so the files above stay as they were).
+    rng = np.random.default_rng(1)
+    for name, optimizer in [("trained_nadam", keras.optimizers.Nadam(0.01)),
+                            ("trained_adamax", keras.optimizers.Adamax(0.01)),
+                            ("trained_lion", keras.optimizers.Lion(0.001, weight_decay=0.01)),
+                            ("trained_adamw", keras.optimizers.AdamW(0.01))]:
+        model = keras.Sequential([keras.Input((5,)), layers.Dense(6, activation="relu"), layers.Dense(2)],
+                                 name=name)
+        inputs = rng.standard_normal((16, 5)).astype("float32")
+        target = rng.standard_normal((16, 2)).astype("float32")
+        save(name, model, inputs, target=target, optimizer=optimizer)
+    save_layer_models(np.random.default_rng(2))
+
+
+def save_layer_models(rng):
+    """Convolution, recurrent and attention layers: Keras's weight layouts, loaded by kgraph."""
+    image = keras.Input((12, 12, 3))
+    h = layers.Conv2D(4, 3, padding="same", activation="relu")(image)
+    h = layers.BatchNormalization()(h)
+    h = layers.MaxPooling2D(2)(h)
+    h = layers.DepthwiseConv2D(3, depth_multiplier=2)(h)
+    h = layers.SeparableConv2D(5, 3, padding="same", activation="tanh")(h)
+    h = layers.Conv2DTranspose(3, 3, strides=2)(h)
+    h = layers.UpSampling2D(2)(h)
+    h = layers.AveragePooling2D(3, strides=2, padding="same")(h)
+    h = layers.ZeroPadding2D(1)(h)
+    h = layers.Cropping2D(((1, 0), (0, 2)))(h)
+    pooled = layers.GlobalAveragePooling2D()(h)
+    series = keras.Input((10, 4))
+    s = layers.Conv1D(6, 3, dilation_rate=2, activation="relu")(series)
+    s = layers.MaxPooling1D(2)(s)
+    s = layers.Conv1DTranspose(4, 3, strides=2)(s)
+    s = layers.GlobalMaxPooling1D()(s)
+    out = layers.Dense(3)(layers.Concatenate()([pooled, s]))
+    model = keras.Model([image, series], out, name="conv_layers")
+    save("conv_layers", model, [rng.standard_normal((2, 12, 12, 3)).astype("float32"),
+                                rng.standard_normal((2, 10, 4)).astype("float32")])
+
+    tokens = keras.Input((7,), dtype="int32")
+    e = layers.Embedding(20, 6, mask_zero=True)(tokens)
+    r = layers.Bidirectional(layers.LSTM(5, return_sequences=True))(e)
+    r = layers.GRU(4, return_sequences=True)(r)
+    r2 = layers.GRU(3, reset_after=False, go_backwards=True)(r)
+    r1 = layers.SimpleRNN(3)(r)
+    out = layers.Dense(2)(layers.Concatenate()([r1, r2]))
+    model = keras.Model(tokens, out, name="recurrent_layers")
+    ids = rng.integers(1, 20, (3, 7)).astype("int32")
+    ids[0, 5:] = 0  # padding at the end: masked steps
+    ids[1, 3:] = 0
+    save("recurrent_layers", model, ids)
+
+    seq = keras.Input((5, 8))
+    a = layers.MultiHeadAttention(num_heads=2, key_dim=4)(seq, seq)
+    a = layers.LayerNormalization()(layers.Add()([seq, a]))
+    out = layers.Dense(3)(layers.GlobalAveragePooling1D()(a))
+    model = keras.Model(seq, out, name="attention_layers")
+    save("attention_layers", model, rng.standard_normal((2, 5, 8)).astype("float32"))
 
 
 if __name__ == "__main__":
