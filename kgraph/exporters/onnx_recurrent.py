@@ -244,7 +244,15 @@ def _rnn_weight_grad(e, node, a, b):
     return e.op("MatMul", [e.op("Transpose", [a2], perm=[1, 0]), b2])
 
 
+def _sequence_matmul(e, node, x, w):
+    w = e.cast(w, node.dtype)
+    if node.attrs.get("transpose_b"):
+        w = e.op("Transpose", [w], perm=[1, 0])
+    return e.op("MatMul", [e.cast(x, node.dtype), w])
+
+
 ONNX_RECURRENT_OPS = {
+    "sequence_matmul": _sequence_matmul,
     "rnn_weight_grad": _rnn_weight_grad,
     "simple_rnn_sequence": _simple_rnn,
     "lstm_sequence": _lstm,

@@ -16,7 +16,7 @@ from kgraph import activations, initializers, ops, regularizers
 from kgraph import random as krandom
 from kgraph.ir import SymbolicTensor, tracing
 from kgraph.layers.layer import Layer
-from kgraph.ops.recurrent import activation_name
+from kgraph.ops.recurrent import activation_name, sequence_matmul
 from kgraph.ops.registry import bind
 
 
@@ -101,7 +101,7 @@ class _Cell(Layer):
         if training and self.dropout > 0:
             # One dropout mask per sequence, shared by its timesteps (as Keras's cells draw it).
             x = krandom.dropout(x, self.dropout, noise_shape=(None, 1, x.shape[-1]), seed=self.seed_generator)
-        xp = ops.matmul(x, self.kernel)
+        xp = sequence_matmul(x, self.kernel)  # one GEMM over batch * timesteps (and for both gradients)
         bias = self._input_bias()
         return xp if bias is None else ops.add(xp, bias)
 

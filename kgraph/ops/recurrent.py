@@ -302,6 +302,38 @@ def _weight_grad_grad(ctx):
             bind("matmul", [a, g], transpose_a=False, transpose_b=False)]
 
 
+def _sequence_matmul_infer(attrs, x, w):
+    k = w.shape[1] if attrs.get("transpose_b") else w.shape[0]
+    if len(x.shape) != 3 or len(w.shape) != 2 or x.shape[2] != k or x.shape[1] is None or k is None:
+        raise ValueError(f"sequence_matmul: expected x (batch, timesteps, k) and a kernel with k = {k} "
+                         f"{'columns' if attrs.get('transpose_b') else 'rows'}, got {x.shape} and {w.shape}")
+    q = w.shape[0] if attrs.get("transpose_b") else w.shape[1]
+    return (x.shape[0], x.shape[1], q), ops.result_type(x.dtype, w.dtype)
+
+
+def _sequence_matmul_reference(attrs, x, w):
+    return x @ (w.T if attrs.get("transpose_b") else w)
+
+
+def _sequence_matmul_grad(ctx):
+    x, w = ctx.inputs
+    g = ctx.upstream
+    transposed = bool(ctx.attrs.get("transpose_b"))
+    dx = bind("sequence_matmul", [g, w], transpose_b=not transposed)
+    dw = bind("rnn_weight_grad", [g, x]) if transposed else bind("rnn_weight_grad", [x, g])
+    return [dx, dw]
+
+
+def _sequence_matmul_samples(rng):
+    return [([_draw(rng, N, T_SAMPLE, 5), _draw(rng, 5, 4 * UNITS)], {"transpose_b": False}),
+            ([_draw(rng, 3, 2, 4), _draw(rng, 6, 4)], {"transpose_b": True})]
+
+
+def sequence_matmul(x, w, transpose_b=False):
+    """x (batch, timesteps, k) @ w (k, q) (or w^T) as one GEMM over batch * timesteps rows."""
+    return bind("sequence_matmul", [x, w], transpose_b=bool(transpose_b))
+
+
 def _weight_grad_samples(rng):
     return [([_draw(rng, N, T_SAMPLE, UNITS), _draw(rng, N, T_SAMPLE, 4 * UNITS)], {}),
             ([_draw(rng, 3, 2, 5), _draw(rng, 3, 2, 3)], {})]
@@ -783,6 +815,35 @@ def weight_grad_kernel(a, b, out, threads):
     blas_set_threads(saved)
 
 
+@numba_kernel(parallel=True)
+def sequence_matmul_kernel(x, w, out, transpose_b, threads):
+    """out (K, Q) = x (K, D) @ w (D, Q) (or w (Q, D) transposed), rows split over the threads."""
+    K, D = x.shape
+    Q = out.shape[1]
+    isz = x.itemsize
+    blocks = max(1, min(threads, K))
+    saved = blas_get_threads()
+    blas_set_threads(1)
+    for k in prange(blocks):
+        r0 = k * K // blocks
+        r1 = (k + 1) * K // blocks
+        if r1 > r0:
+            gemm(False, transpose_b, r1 - r0, Q, D, x.ctypes.data + r0 * D * isz, D, w.ctypes.data,
+                 D if transpose_b else Q, out.ctypes.data + r0 * Q * isz, Q, 0.0, isz)
+    blas_set_threads(saved)
+
+
+@numba_entry(8)
+def sequence_matmul_entry(itemsize, xp, wp, op, K, D, Q, flags):
+    threads, transpose_b = flags // 2, flags % 2 != 0
+    if itemsize == 4:
+        sequence_matmul_kernel(array_at(xp, (K, D), np.float32), array_at(wp, (D * Q,), np.float32).reshape(
+            (Q, D) if transpose_b else (D, Q)), array_at(op, (K, Q), np.float32), transpose_b, threads)
+    else:
+        sequence_matmul_kernel(array_at(xp, (K, D), np.float64), array_at(wp, (D * Q,), np.float64).reshape(
+            (Q, D) if transpose_b else (D, Q)), array_at(op, (K, Q), np.float64), transpose_b, threads)
+
+
 @numba_entry(8)
 def weight_grad(itemsize, ap, bp, op, K, P, Q, threads):
     if itemsize == 4:
@@ -807,6 +868,22 @@ def _numba_weight_grad(node, inputs):
 
 
 _numba_weight_grad.kernels = "kgraph.ops.recurrent"
+
+
+def _numba_sequence_matmul(node, inputs):
+    import numba
+
+    x = inputs[0]
+    threads = int(numba.config.NUMBA_NUM_THREADS)
+    flags = threads * 2 + int(bool(node.attrs.get("transpose_b")))
+    return [f"K = a0.shape[0] * {x.shape[1]}",
+            "if K == 0:",
+            "    return",
+            f"sequence_matmul_entry({_itemsize(node)}, a0.ctypes.data, a1.ctypes.data, out.ctypes.data, K, "
+            f"{x.shape[2]}, {node.shape[2]}, {flags})"]
+
+
+_numba_sequence_matmul.kernels = "kgraph.ops.recurrent"
 
 
 # -- templates: the kernel body of a group (every size a literal except the batch n) --------------------
@@ -852,7 +929,11 @@ _FORWARD = {"simple_rnn": (_rnn_reference, _rnn_grad), "lstm": (_lstm_reference,
 _BACKWARD = {"simple_rnn": _rnn_grad_reference, "lstm": _lstm_grad_reference, "gru": _gru_grad_reference}
 _ENTRIES = {"simple_rnn": ("rnn_forward", "rnn_backward"), "lstm": ("lstm_forward", "lstm_backward"),
             "gru": ("gru_forward", "gru_backward")}
-NUMBA_TEMPLATES = {"rnn_weight_grad": _numba_weight_grad}
+NUMBA_TEMPLATES = {"rnn_weight_grad": _numba_weight_grad, "sequence_matmul": _numba_sequence_matmul}
+register(OpDef("sequence_matmul", KERNEL, _sequence_matmul_infer, _sequence_matmul_reference,
+               grad=_sequence_matmul_grad, samples=_sequence_matmul_samples,
+               doc="x (n, T, k) @ w (k, q) (w^T with transpose_b) as one GEMM over the n*T rows: the input "
+                   "projection of the recurrent layers (its kernel gradient is rnn_weight_grad)."))
 register(OpDef("rnn_weight_grad", KERNEL, _weight_grad_infer, _weight_grad_reference, grad=_weight_grad_grad,
                samples=_weight_grad_samples,
                doc="sum over batch and time of a[n, t]^T b[n, t]: (n, T, p), (n, T, q) -> (p, q); one GEMM "
