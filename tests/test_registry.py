@@ -26,6 +26,8 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
     **{f"{cell}_sequence{suffix}": {"triton": "the recurrences' time loop has no Triton kernel yet (numba and ONNX "
                                               "only; see docs/recurrent.md)"}
        for cell in ("simple_rnn", "lstm", "gru") for suffix in ("", "_grad")},
+    "rnn_weight_grad": {"triton": "the recurrent kernels' gradient contraction has no Triton kernel yet"},
+    "sequence_matmul": {"triton": "the recurrent layers' input projection has no Triton kernel yet"},
 }
 CORE_CONCERNS = ("shape", "reference", "grad")
 BACKENDS = ("numba", "triton", "onnx")
