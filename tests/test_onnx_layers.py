@@ -26,7 +26,7 @@ import pytest
 from test_onnx_export import _check_inferred_shapes
 
 import kgraph as keras
-from kgraph import layers
+from kgraph import layers, ops
 from kgraph.exporters.onnx import convert, trace_inference_graph
 
 BATCHES = (5, 1)
@@ -67,6 +67,7 @@ LAYER_CASES = {
     "Activation": [layer(lambda name=name: L.Activation(name), (6,), name)
                    for name in ("softmax", "gelu", "swish", "hard_sigmoid", "log_softmax", "elu")],
     "Identity": [layer(L.Identity, (4,))],
+    "Lambda": [layer(lambda: L.Lambda(lambda x: ops.tanh(x) * 2.0 + ops.sum(x, axis=-1, keepdims=True)), (4,))],
     "Flatten": [layer(L.Flatten, (2, 3, 2))],
     "Reshape": [layer(lambda: L.Reshape((3, -1)), (2, 3, 2))],
     "Dropout": [layer(lambda: L.Dropout(0.5), (4,))],

@@ -24,6 +24,7 @@ from kgraph.layers.convolutional import (  # noqa: F401
 )
 from kgraph.layers.core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape  # noqa: F401
 from kgraph.layers.embedding import Embedding
+from kgraph.layers.lambda_layer import Lambda
 from kgraph.layers.layer import InputSpec, Layer  # noqa: F401
 from kgraph.layers.merging import (  # noqa: F401
     Add,
@@ -122,7 +123,7 @@ ALL_OBJECTS += [Conv1D, Conv2D, Conv3D, Conv1DTranspose, Conv2DTranspose, Conv3D
                 UpSampling1D, UpSampling2D, UpSampling3D, ZeroPadding1D, ZeroPadding2D, ZeroPadding3D, Cropping1D,
                 Cropping2D, Cropping3D, Permute, RepeatVector]
 ALL_OBJECTS += [SimpleRNN, LSTM, GRU, SimpleRNNCell, LSTMCell, GRUCell, RNN, StackedRNNCells, Masking,
-                TimeDistributed, Bidirectional]
+                TimeDistributed, Bidirectional, Lambda]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
 
 # Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.

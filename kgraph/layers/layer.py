@@ -334,11 +334,19 @@ class Layer:
         from kgraph.ir import Graph, tracing
         from kgraph.ir.tensor import SymbolicTensor as ST
 
+        def is_shape(value):
+            return isinstance(value, (list, tuple)) and all(d is None or isinstance(d, int) for d in value)
+
+        def placeholders(structure):
+            if is_shape(structure):
+                return ST(graph, graph.add_placeholder(tuple(structure), "float32", "probe").id)
+            if isinstance(structure, dict):
+                return {key: placeholders(value) for key, value in structure.items()}
+            return [placeholders(value) for value in structure]
+
         graph = Graph("shape_probe")
         with tracing(graph):
-            fake = map_structure(lambda s: ST(graph, graph.add_placeholder(s, "float32", "probe").id),
-                                 input_shape)
-            out = self.call(fake)
+            out = self.call(placeholders(input_shape))
         return _shape_of(out)
 
     def _maybe_build(self, inputs):
