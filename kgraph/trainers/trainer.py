@@ -135,9 +135,7 @@ class Trainer:
                 raise ValueError(f"{what}(): the `{name}` argument is not supported when x is a {source} "
                                  f"(it must yield (x, y, sample_weight) itself); got {name} of type "
                                  f"{type(value).__name__}")
-        if batch_size is not None:
-            raise ValueError(f"{what}(): the `batch_size` argument must not be given when x is a {source}: "
-                             "the data already comes in batches")
+        # batch_size is ignored here, as Keras does: the source yields batches already
         if class_weight is not None and iter(x) is x:
             raise ValueError(f"Argument `class_weight` is not supported for Python generator inputs. "
                              f"Received: class_weight={class_weight}")
