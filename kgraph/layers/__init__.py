@@ -11,6 +11,7 @@ from kgraph.layers.convolutional import (  # noqa: F401
     Conv3D,
     Conv3DTranspose,
     Convolution1D,
+    Convolution1DTranspose,
     Convolution2D,
     Convolution2DTranspose,
     Convolution3D,
