@@ -266,3 +266,26 @@ def test_learning_rate_schedule_decays_in_the_optimizer(digits):
     model.fit(x_train[:256], y_train[:256], batch_size=32, epochs=1, verbose=0)
     assert int(np.asarray(optimizer.iterations)) == 8
     np.testing.assert_allclose(float(np.asarray(schedule(8))), 0.1 * 0.5 ** 2, rtol=1e-6)
+
+
+def test_per_class_metric_values_are_arrays_in_the_logs(digits, capsys, tmp_path):
+    """F1Score(average=None) gives one value per class: History and evaluate hold the array
+    (sklearn's per-class F1 over the same predictions), the progress bar prints its mean,
+    and TensorBoard leaves it out."""
+    from sklearn.metrics import f1_score
+
+    x_train, y_train, _, _ = digits
+    x, y = x_train[:192], np.eye(10, dtype="float32")[y_train[:192]]
+    model = get_uncompiled_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="categorical_crossentropy",
+                  metrics=[keras.metrics.F1Score(threshold=0.1)])
+    history = model.fit(x, y, batch_size=64, epochs=1, verbose=1,
+                        callbacks=[keras.callbacks.TensorBoard(log_dir=str(tmp_path))])
+    assert "f1_score" in capsys.readouterr().out
+    per_class = history.history["f1_score"][0]
+    assert np.shape(per_class) == (10,)
+    predicted = (model.predict(x, verbose=0) > 0.1).astype(int)
+    np.testing.assert_allclose(per_class, f1_score(y.astype(int), predicted, average=None, zero_division=0),
+                               rtol=1e-4, atol=1e-6)
+    logs = model.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["f1_score"], per_class, rtol=1e-5)

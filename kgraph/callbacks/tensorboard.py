@@ -77,8 +77,8 @@ class TensorBoard(Callback):
         if self.update_freq == "epoch" or self._global_train_batch % self.update_freq or not logs:
             return
         writer = self._writer("train")
-        for name, value in logs.items():
-            writer.add_scalar(f"batch_{name}", float(value), self._global_train_batch)
+        for name, value in _scalars(logs):
+            writer.add_scalar(f"batch_{name}", value, self._global_train_batch)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -88,12 +88,12 @@ class TensorBoard(Callback):
         if rate is not None:
             train["learning_rate"] = rate
         writer = self._writer("train")
-        for name, value in train.items():
-            writer.add_scalar(f"epoch_{name}", float(value), epoch)
+        for name, value in _scalars(train):
+            writer.add_scalar(f"epoch_{name}", value, epoch)
         if validation:
             val_writer = self._writer("validation")
-            for name, value in validation.items():
-                val_writer.add_scalar(f"epoch_{name}", float(value), epoch)
+            for name, value in _scalars(validation):
+                val_writer.add_scalar(f"epoch_{name}", value, epoch)
             val_writer.flush()
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             for layer in self.model.layers:
@@ -108,10 +108,18 @@ class TensorBoard(Callback):
             return
         step = int(np.asarray(optimizer.iterations))
         writer = self._writer("validation")
-        for name, value in logs.items():
-            writer.add_scalar(f"evaluation_{name}_vs_iterations", float(value), step)
+        for name, value in _scalars(logs):
+            writer.add_scalar(f"evaluation_{name}_vs_iterations", value, step)
 
     def on_train_end(self, logs=None):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+def _scalars(logs):
+    """(name, float) for the scalar entries of `logs` (a per-class metric, an array, is not a
+    scalar summary: it is left out, as Keras leaves it out)."""
+    for name, value in logs.items():
+        if np.ndim(value) == 0:
+            yield name, float(value)

@@ -252,7 +252,13 @@ class Trainer:
 
     # -- logs -----------------------------------------------------------------------------------
     def _logs(self):
-        return {m.name: float(np.asarray(m.result())) for m in self.metrics}
+        """{metric name: value}: a float, or an array for a metric with one value per class
+        (F1Score with average=None, say), as Keras's logs hold them."""
+        logs = {}
+        for metric in self.metrics:
+            value = np.asarray(metric.result())
+            logs[metric.name] = float(value) if value.ndim == 0 else value.copy()
+        return logs
 
     def _reset_metrics(self):
         for metric in self.metrics:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
+
 
 def _format_value(value):
     if isinstance(value, float) or hasattr(value, "dtype"):
-        value = float(value)
+        value = float(np.mean(value))  # per-class values (an array) print as their mean, as in Keras
         return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
     return str(value)
 
