@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 # config first: it chooses numba's threading layer before numba starts.
 from kgraph import config
 from kgraph import ops
-from kgraph import activations, initializers, regularizers
+from kgraph import activations, constraints, initializers, regularizers
 from kgraph import random
 from kgraph import layers
 from kgraph import losses, metrics, optimizers
@@ -22,6 +22,6 @@ from kgraph.ir import Variable
 from kgraph.layers import Input, InputSpec, Layer
 from kgraph.models import Model, Sequential
 
-__all__ = ["config", "ops", "activations", "initializers", "regularizers", "random", "layers", "losses",
+__all__ = ["config", "ops", "activations", "constraints", "initializers", "regularizers", "random", "layers", "losses",
            "metrics", "optimizers", "callbacks", "data", "models", "saving", "export", "utils", "Variable", "Input",
            "InputSpec", "Layer", "Model", "Sequential"]

@@ -242,7 +242,9 @@ class Layer:
         variable = Variable(initializer, shape=shape, dtype=dtype, trainable=trainable, name=name)
         variable.path = f"{self.name}/{variable.name}"
         variable.regularizer = regularizer
-        variable.constraint = constraint
+        from kgraph import constraints
+
+        variable.constraint = constraints.get(constraint)
         (self._trainable_variables if trainable else self._non_trainable_variables).append(variable)
         return variable
 
