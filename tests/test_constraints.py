@@ -70,3 +70,22 @@ def test_kernel_constraint_applies_after_each_compiled_update():
     assert config["kernel_constraint"]["class_name"] == "NonNeg"
     clone = keras.layers.Dense.from_config(config)
     assert isinstance(clone.bias_constraint, constraints.MaxNorm) and clone.bias_constraint.max_value == 0.5
+
+
+@pytest.mark.parametrize("mode", ["rows", "columns"])
+def test_orthogonal_regularizer_matches_its_formula_eagerly_and_in_a_layer(mode):
+    w = np.random.default_rng(2).normal(size=(4, 3))
+    unit = w / np.linalg.norm(w, axis=1 if mode == "rows" else 0, keepdims=True)
+    gram = unit @ unit.T if mode == "rows" else unit.T @ unit
+    size = gram.shape[0]
+    expected = 0.05 * 0.5 * np.abs(gram - np.diag(np.diag(gram))).sum() / (size * (size - 1) / 2)
+    regularizer = keras.regularizers.OrthogonalRegularizer(0.05, mode=mode)
+    np.testing.assert_allclose(float(regularizer(w.astype("float32"))), expected, rtol=1e-5)
+    dense = keras.layers.Dense(3, kernel_regularizer=regularizer)
+    dense(np.zeros((1, 4), "float32"))
+    dense.kernel.assign(w.astype("float32"))
+    np.testing.assert_allclose(float(np.asarray(dense.losses[0])), expected, rtol=1e-5)
+    again = keras.regularizers.get(keras.regularizers.serialize(regularizer))
+    assert isinstance(again, keras.regularizers.OrthogonalRegularizer) and again.mode == mode
+    with pytest.raises(ValueError, match="rank 2"):
+        regularizer(np.zeros(3, "float32"))

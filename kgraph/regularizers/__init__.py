@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from kgraph import ops
 
 
@@ -50,10 +52,38 @@ class L2(L1L2):
         return {"l2": self.l2}
 
 
+class OrthogonalRegularizer(Regularizer):
+    """Penalizes non-orthogonal rows (or columns) of a rank-2 weight: factor times the mean
+    absolute cosine similarity over distinct pairs (Keras 3's formula)."""
+
+    def __init__(self, factor=0.01, mode="rows"):
+        if mode not in ("rows", "columns"):
+            raise ValueError(f'OrthogonalRegularizer: mode must be "rows" or "columns", got {mode!r}')
+        self.factor = float(factor)
+        self.mode = mode
+
+    def __call__(self, x):
+        if len(x.shape) != 2:
+            raise ValueError(f"Inputs to OrthogonalRegularizer must have rank 2. Received: inputs.shape={x.shape}")
+        axis = 1 if self.mode == "rows" else 0
+        inv_norm = ops.minimum(ops.rsqrt(ops.sum(ops.square(x), axis=axis, keepdims=True)), 1e7)
+        unit = ops.multiply(x, inv_norm)
+        product = ops.matmul(unit, ops.transpose(unit)) if axis == 1 else ops.matmul(ops.transpose(unit), unit)
+        size = x.shape[0] if axis == 1 else x.shape[1]
+        off_diagonal = ops.multiply(product, 1.0 - np.eye(size, dtype=str(x.dtype)))
+        pairs = size * (size - 1.0) / 2.0
+        return ops.divide(ops.multiply(self.factor * 0.5, ops.sum(ops.abs(off_diagonal))), pairs)
+
+    def get_config(self):
+        return {"factor": self.factor, "mode": self.mode}
+
+
 l1 = L1
 l2 = L2
 l1_l2 = L1L2
-_ALIASES = {"l1": L1, "l2": L2, "l1_l2": L1L2, "L1": L1, "L2": L2, "L1L2": L1L2}
+orthogonal_regularizer = OrthogonalRegularizer
+_ALIASES = {"l1": L1, "l2": L2, "l1_l2": L1L2, "L1": L1, "L2": L2, "L1L2": L1L2,
+            "orthogonal_regularizer": OrthogonalRegularizer, "OrthogonalRegularizer": OrthogonalRegularizer}
 
 
 def serialize(regularizer):
