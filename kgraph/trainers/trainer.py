@@ -233,13 +233,6 @@ class Trainer:
             graph.outputs = [loss.node_id]
         return graph
 
-    def _clear_losses(self):
-        stack = [self]
-        while stack:
-            layer = stack.pop()
-            layer._losses = []
-            stack.extend(layer._layers)
-
     def _compiled_function(self, mode, layout):
         from kgraph.compiler.passes.pipeline import compile_for_device
 
