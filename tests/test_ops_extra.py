@@ -264,7 +264,66 @@ TRIG_CASES = {
     "arctan2-axes": (lambda x: ops.arctan2(ops.getitem(x, (slice(None), slice(0, 1))), x),
                      lambda x: np.arctan2(x[:, :1], x), True),
 }
-GROUPS = {"main": CASES, "trig": TRIG_CASES}
+SEGMENTS = np.array([0, 2, 0], np.int32)
+EXPONENTS = np.array([1, 2, -1, 0, 3], np.int32)
+BINS = np.array([-1.0, 0.0, 0.5], np.float32)
+
+
+def _scan_reference(x):
+    carry, ys = np.zeros(x.shape[1:]), []
+    for row in x:
+        ys.append(carry * 2)
+        carry = carry + row
+    return np.stack(ys)
+
+
+def _slice_updated(x):
+    y = x.copy()
+    y[1:3, 0:2, 2:4] = x[:2, :2, :2] ** 2
+    return y
+
+
+# Control flow, searching, segments (kgraph/ops/control.py), compiled as a third graph.
+MORE_CASES = {
+    "segment_sum": (lambda x: ops.segment_sum(x, SEGMENTS, 3),
+                    lambda x: np.stack([x[SEGMENTS == i].sum(0) for i in range(3)]), True),
+    "segment_max": (lambda x: ops.segment_max(x, np.array([0, 1, 0]), 2),
+                    lambda x: np.stack([np.maximum(x[0], x[2]), x[1]]), True),
+    "extract_sequences": (lambda x: ops.extract_sequences(x, 3, 2),
+                          lambda x: np.stack([x[..., :3], x[..., 2:]], -2), True),
+    "ldexp": (lambda x: ops.ldexp(x, EXPONENTS), lambda x: x * 2.0 ** EXPONENTS, True),
+    "cdist": (lambda x: ops.cdist(x, ops.square(x)),
+              lambda x: np.sqrt(((x[:, :, None] - (x * x)[:, None]) ** 2).sum(-1)), True),
+    "slice_update": (lambda x: ops.slice_update(x, (1, 0, 2), ops.square(ops.getitem(x, (slice(0, 2), slice(0, 2),
+                                                                                           slice(0, 2))))),
+                     _slice_updated, True),
+    "trapezoid": (lambda x: ops.trapezoid(x, axis=1), lambda x: ((x[:, 1:] + x[:, :-1]) / 2).sum(1), True),
+    "psnr": (lambda x: ops.psnr(x, ops.multiply(x, 0.9), 3.0),
+             lambda x: 20 * np.log10(3.0) - 10 * np.log10(np.mean((0.1 * x) ** 2)), True),
+    "cond": (lambda x: ops.cond(ops.greater(ops.getitem(x, (0, 0, 0)), 0), lambda: ops.square(x),
+                                lambda: ops.negative(x)),
+             lambda x: x * x if x[0, 0, 0] > 0 else -x, True),
+    "switch": (lambda x: ops.switch(ops.cast(ops.greater(ops.getitem(x, (0, 0, 0)), 0), "int32"),
+                                    [ops.sin, ops.cos], x), lambda x: np.cos(x) if x[0, 0, 0] > 0 else np.sin(x), True),
+    "scan": (lambda x: ops.scan(lambda c, row: (ops.add(c, row), ops.multiply(c, 2.0)), np.zeros((4, 5), np.float32), x)[1],
+             _scan_reference, True),
+    "fori_loop": (lambda x: ops.fori_loop(0, 3, lambda i, v: ops.multiply(ops.sin(v), float(i + 1)), x),
+                  lambda x: 3 * np.sin(2 * np.sin(np.sin(x))), True),
+    "map": (lambda x: ops.map(lambda row: ops.sum(ops.square(row)), x), lambda x: (x * x).sum((1, 2)), True),
+    "select": (lambda x: ops.select([ops.greater(x, 1.0), ops.less(x, -1.0)], [x, ops.square(x)], 0.5),
+               lambda x: np.select([x > 1, x < -1], [x, x * x], 0.5), True),
+    "nancumsum": (lambda x: ops.nancumsum(_with_nan(x), axis=1),
+                  lambda x: np.nancumsum(_np_with_nan(x), axis=1), True),
+    "digitize": (lambda x: ops.digitize(x, BINS), lambda x: np.digitize(x, BINS), False),
+    "searchsorted": (lambda x: ops.searchsorted(BINS, x, side="right"),
+                     lambda x: np.searchsorted(BINS, x, "right"), False),
+    "isin": (lambda x: ops.isin(ops.round(x), [0.0, 1.0]), lambda x: np.isin(np.round(x), [0, 1]), False),
+    "nanargmax": (lambda x: ops.nanargmax(_with_nan(x), axis=-1), lambda x: np.nanargmax(_np_with_nan(x), -1), False),
+    "angle": (ops.angle, np.angle, False),
+    "unravel_index": (lambda x: ops.unravel_index(ops.argmax(ops.reshape(x, (3, 20)), axis=-1), (4, 5))[1],
+                      lambda x: np.argmax(x.reshape(3, 20), -1) % 5, False),
+}
+GROUPS = {"main": CASES, "trig": TRIG_CASES, "more": MORE_CASES}
 ALL_CASES = [(group, name) for group, cases in GROUPS.items() for name in sorted(cases)]
 GRAD_CASES = [(group, name) for group, name in ALL_CASES if GROUPS[group][name][2]]
 
@@ -277,9 +336,9 @@ def _expected_dtype(value, float_dtype):
     return {"f": float_dtype, "i": np.int32, "u": np.int32, "b": np.bool_}[kind]
 
 
-@pytest.mark.parametrize("name", sorted(CASES) + sorted(TRIG_CASES))
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(TRIG_CASES) + sorted(MORE_CASES))
 def test_eager_matches_numpy(name):
-    fn, reference, _ = {**CASES, **TRIG_CASES}[name]
+    fn, reference, _ = {**CASES, **TRIG_CASES, **MORE_CASES}[name]
     x = _x().astype(np.float32)
     with np.errstate(all="ignore"):
         actual = np.asarray(fn(x))
@@ -490,3 +549,37 @@ def test_bad_arguments_are_refused_with_a_message():
         _traced(lambda x: ops.sort(x, axis=0), (3,))
     with pytest.raises(ValueError, match="unstack: num=2 but axis 0 has size 3"):
         ops.unstack(np.ones((3, 2)), num=2)
+
+
+def test_control_flow_windows_and_casts_eagerly():
+    np.testing.assert_allclose(ops.hamming(7), np.cos(np.linspace(-np.pi, np.pi, 7)) * 0.46 + 0.54, atol=1e-6)
+    np.testing.assert_allclose(ops.hanning(5), [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(ops.bartlett(5), [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(ops.blackman(3), [0.0, 1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(ops.kaiser(3, 0.0), [1.0, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_array_equal(ops.saturate_cast(np.array([-5.0, 300.0, 20.7], np.float32), "uint8"), [0, 255, 20])
+    np.testing.assert_array_equal(ops.saturate_cast(np.array([-5, 300], np.int32), "uint8"), [0, 255])
+    np.testing.assert_array_equal(ops.saturate_cast(np.array([3e9, -3e9], np.float32), "int32"),
+                                  [2147483520, -2147483648])
+    assert ops.while_loop(lambda i, s: i < 4, lambda i, s: (i + 1, s * 2), (0, 1.0)) == (4, 16.0)
+    assert ops.while_loop(lambda i: i < 100, lambda i: i + 1, 0, maximum_iterations=7) == 7
+    assert ops.cond(False, lambda: 1, lambda: 2) == 2 and ops.switch(9, [lambda: 0, lambda: 1]) == 1
+    x = np.array([[3.0, 1.0, 2.0, 0.5]], np.float32)
+    order = np.asarray(ops.argpartition(x, 1))
+    assert set(order[0, :2]) == {1, 3} and order.dtype == np.int32
+    np.testing.assert_allclose(ops.logspace(0.0, 2.0, 3, base=2), [1.0, 2.0, 4.0])
+    np.testing.assert_array_equal(ops.segment_max(x[0], np.array([2, 0, 2, 0]), 3), [1.0, -np.inf, 3.0])
+    np.testing.assert_array_equal(ops.segment_sum(x[0], np.array([2, 0, 2, 0])), [1.5, 0.0, 5.0])
+    np.testing.assert_array_equal(ops.imag(x), np.zeros_like(x))
+    np.testing.assert_array_equal(ops.isreal(x), np.ones(x.shape, bool))
+
+
+def test_control_flow_limits_are_explained():
+    with pytest.raises(NotImplementedError, match="while_loop: a condition that depends on a traced tensor"):
+        _traced(lambda x: ops.while_loop(lambda v: ops.greater(ops.sum(v), 0), lambda v: v, x), (3,))
+    with pytest.raises(NotImplementedError, match="fori_loop: symbolic loop bounds"):
+        _traced(lambda x: ops.fori_loop(0, ops.argmax(ops.sum(x)), lambda i, v: v, x), (3,))
+    with pytest.raises(ValueError, match="num_segments is required"):
+        _traced(lambda x: ops.segment_sum(x, ops.cast(ops.argmax(x, axis=-1), "int32")), (3,))
+    with pytest.raises(ValueError, match="slice_update: updates of shape"):
+        ops.slice_update(np.zeros((3, 3)), (2, 2), np.ones((2, 2)))

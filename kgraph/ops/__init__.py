@@ -67,3 +67,4 @@ from kgraph.ops import image, linalg, nn, numpy  # noqa: E402,F401  (keras.ops's
 __getattr__, __dir__ = _module_getattr()
 from kgraph.ops.numpy_extra import *  # noqa: E402,F401,F403  (numpy-like compositions)
 from kgraph.ops.nn_extra import *  # noqa: E402,F401,F403  (nn compositions)
+from kgraph.ops.control import *  # noqa: E402,F401,F403  (control flow, searching, segments)

@@ -1,0 +1,355 @@
+"""keras.ops core functions and a few numpy-like ones written as compositions: control flow
+with Python-level (static) structure, searching, segment reductions and windows.
+
+Control flow: when the predicate or index is a concrete value the chosen branch runs alone;
+when it is symbolic every branch is traced and the result selected with `where` (exact
+values and gradients, at the cost of evaluating all branches). Loops with a static trip
+count (fori_loop with int bounds, scan, map) unroll into the trace; `while_loop` with a
+data-dependent condition runs only eagerly.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from kgraph import ops
+from kgraph.ops.numpy_extra import _floating, _floating_pair, _is_eager, _tensor, isnan, ravel
+
+__all__ = [
+    "cond", "switch", "fori_loop", "while_loop", "scan", "map", "vectorized_map",
+    "digitize", "searchsorted", "isin", "select", "trapezoid", "logspace", "angle", "imag", "isreal",
+    "saturate_cast", "segment_sum", "segment_max", "segment_min", "segment_prod", "extract_sequences",
+    "unravel_index", "argpartition", "nanargmax", "nanargmin", "nancumsum", "nancumprod", "ldexp",
+    "psnr", "cdist", "slice_update", "hamming", "hanning", "blackman", "bartlett", "kaiser",
+]
+
+
+def _tree_map(fn, *trees):
+    first = trees[0]
+    if isinstance(first, (list, tuple)):
+        return type(first)(_tree_map(fn, *parts) for parts in zip(*trees))
+    if isinstance(first, dict):
+        return {k: _tree_map(fn, *(t[k] for t in trees)) for k in first}
+    return fn(*trees)
+
+
+def _concrete(value):
+    """Whether value is known now (a Python or numpy value), not a traced tensor."""
+    return isinstance(value, (bool, int, float, np.generic, np.ndarray))
+
+
+# -- control flow ---------------------------------------------------------------------------------
+def cond(pred, true_fn, false_fn):
+    """true_fn() if pred else false_fn(); with a symbolic pred both run and `where` selects."""
+    if _concrete(pred):
+        return true_fn() if bool(np.asarray(pred)) else false_fn()
+    pred = ops.cast(pred, "bool")
+    return _tree_map(lambda a, b: ops.where(pred, a, b), true_fn(), false_fn())
+
+
+def switch(index, branches, *operands):
+    """branches[index](*operands), index clipped to the valid range."""
+    last = len(branches) - 1
+    if _concrete(index):
+        return branches[builtins.min(builtins.max(int(np.asarray(index)), 0), last)](*operands)
+    index = ops.clip(ops.cast(index, "int32"), 0, last)
+    results = [branch(*operands) for branch in branches]
+    chosen = results[-1]
+    for i in range(last - 1, -1, -1):
+        chosen = _tree_map(lambda a, b, i=i: ops.where(ops.equal(index, i), a, b), results[i], chosen)
+    return chosen
+
+
+def fori_loop(lower, upper, body_fun, init_val):
+    """body_fun(i, val) for i in [lower, upper); the bounds must be Python ints (unrolled)."""
+    if not (_concrete(lower) and _concrete(upper)):
+        raise NotImplementedError("fori_loop: symbolic loop bounds are not supported; kgraph unrolls loops "
+                                  "with Python int bounds")
+    value = init_val
+    for i in range(int(lower), int(upper)):
+        value = body_fun(i, value)
+    return value
+
+
+def while_loop(cond, body, loop_vars, maximum_iterations=None):
+    """Run body while cond holds (eagerly: the condition must be a concrete value each step)."""
+    single = not isinstance(loop_vars, (list, tuple))
+    values = (loop_vars,) if single else tuple(loop_vars)
+    count = 0
+    while maximum_iterations is None or count < maximum_iterations:
+        keep_going = cond(*values)
+        if not _concrete(keep_going):
+            raise NotImplementedError("while_loop: a condition that depends on a traced tensor is not supported "
+                                      "(kgraph compiles loops with a static trip count: use fori_loop or scan)")
+        if not bool(np.asarray(keep_going)):
+            break
+        result = body(*values)
+        values = (result,) if single else tuple(result)
+        count += 1
+    return values[0] if single else type(loop_vars)(values)
+
+
+def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
+    """carry, y = f(carry, x) over the leading axis of xs (unrolled); returns (carry, stacked ys)."""
+    if xs is None:
+        if length is None:
+            raise ValueError("scan: give xs or length")
+        items = [None] * int(length)
+    else:
+        leaves = []
+        _tree_map(lambda leaf: leaves.append(_tensor(leaf)), xs)
+        n = leaves[0].shape[0]
+        if n is None:
+            raise ValueError("scan: the scanned axis must have a static size, not the batch dimension")
+        items = [_tree_map(lambda leaf, i=i: ops.getitem(_tensor(leaf), i), xs) for i in range(n)]
+    order = range(len(items) - 1, -1, -1) if reverse else range(len(items))
+    carry, ys = init, [None] * len(items)
+    for i in order:
+        carry, ys[i] = f(carry, items[i])
+    if not items or ys[0] is None:
+        return carry, None
+    return carry, _tree_map(lambda *parts: ops.stack(list(parts), axis=0), *ys)
+
+
+def map(f, xs):  # noqa: A001  (Keras name)
+    """f applied to each slice of xs along its leading axis, stacked."""
+    return scan(lambda carry, x: (carry, f(x)), (), xs)[1]
+
+
+def vectorized_map(function, elements):
+    return map(function, elements)
+
+
+# -- searching, selection and segments ------------------------------------------------------------
+def digitize(x, bins):
+    """The index of the bin of each x: i with bins[i-1] <= x < bins[i] (increasing bins), int32."""
+    x, bins = _tensor(x), ravel(bins)
+    return ops.sum(ops.cast(ops.greater_equal(ops.expand_dims(x, -1), bins), "int32"), axis=-1)
+
+
+def searchsorted(sorted_sequence, values, side="left"):
+    """Insertion indices of `values` into the 1-D ascending `sorted_sequence`, int32."""
+    if side not in ("left", "right"):
+        raise ValueError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
+    sequence, values = ravel(sorted_sequence), _tensor(values)
+    compare = ops.less if side == "left" else ops.less_equal
+    return ops.sum(ops.cast(compare(sequence, ops.expand_dims(values, -1)), "int32"), axis=-1)
+
+
+def isin(x1, x2, assume_unique=False, invert=False):
+    """Whether each element of x1 occurs in x2."""
+    x1, x2 = _tensor(x1), ravel(x2)
+    found = ops.greater(ops.sum(ops.cast(ops.equal(ops.expand_dims(x1, -1), x2), "int32"), axis=-1), 0)
+    return ops.logical_not(found) if invert else found
+
+
+def select(condlist, choicelist, default=0):
+    """The choice of the first true condition, else default."""
+    if len(condlist) != len(choicelist):
+        raise ValueError(f"select: {len(condlist)} conditions for {len(choicelist)} choices")
+    result = _tensor(default)
+    for condition, choice in reversed(list(zip(condlist, choicelist))):
+        result = ops.where(condition, choice, result)
+    return result
+
+
+def _segment(data, segment_ids, num_segments, combine, fill):
+    data, segment_ids = _tensor(data), _tensor(segment_ids)
+    if num_segments is None:
+        if not _is_eager(segment_ids):
+            raise ValueError("segment reductions: num_segments is required when segment_ids is symbolic")
+        num_segments = int(np.max(segment_ids)) + 1 if np.size(segment_ids) else 0
+    member = ops.equal(ops.expand_dims(ops.cast(segment_ids, "int32"), 0),
+                       np.arange(num_segments, dtype=np.int32).reshape(-1, 1))  # [segments, n]
+    member = ops.reshape(member, (num_segments, -1) + (1,) * (len(data.shape) - 1))
+    spread = ops.where(member, ops.expand_dims(data, 0), ops.full_like(ops.expand_dims(data, 0), fill))
+    return combine(spread, axis=1)
+
+
+def segment_sum(data, segment_ids, num_segments=None, sorted=False):  # noqa: A002
+    """Sums of data's rows per segment id (rows with ids outside [0, num_segments) are dropped)."""
+    return _segment(data, segment_ids, num_segments, ops.sum, 0)
+
+
+def segment_prod(data, segment_ids, num_segments=None, sorted=False):  # noqa: A002
+    return _segment(data, segment_ids, num_segments, ops.prod, 1)
+
+
+def _dtype_limit(dtype, high):
+    info = np.finfo(dtype) if np.issubdtype(np.dtype(dtype), np.floating) else np.iinfo(dtype)
+    return float(info.max if high else info.min) if np.issubdtype(np.dtype(dtype), np.floating) else int(
+        info.max if high else info.min)
+
+
+def segment_max(data, segment_ids, num_segments=None, sorted=False):  # noqa: A002
+    """Maxima per segment (an empty segment gives the dtype's lowest value)."""
+    data = _tensor(data)
+    fill = -np.inf if np.issubdtype(np.dtype(data.dtype), np.floating) else _dtype_limit(data.dtype, False)
+    return _segment(data, segment_ids, num_segments, ops.max, fill)
+
+
+def segment_min(data, segment_ids, num_segments=None, sorted=False):  # noqa: A002
+    data = _tensor(data)
+    fill = np.inf if np.issubdtype(np.dtype(data.dtype), np.floating) else _dtype_limit(data.dtype, True)
+    return _segment(data, segment_ids, num_segments, ops.min, fill)
+
+
+def extract_sequences(x, sequence_length, sequence_stride):
+    """Frames of the last axis: [..., frames, sequence_length], frame i starting at i * stride."""
+    x = _tensor(x)
+    n = x.shape[-1]
+    frames = 1 + (n - sequence_length) // sequence_stride
+    pieces = [ops.getitem(x, (Ellipsis, builtins.slice(i * sequence_stride, i * sequence_stride + sequence_length)))
+              for i in range(frames)]
+    return ops.stack(pieces, axis=-2)
+
+
+def unravel_index(indices, shape):
+    """Flat indices as a tuple of coordinate arrays for an array of `shape`."""
+    indices = ops.cast(_tensor(indices), "int32")
+    coords = []
+    for dim in reversed(tuple(shape)):
+        coords.append(ops.mod(indices, int(dim)))
+        indices = ops.floor_divide(indices, int(dim))
+    return tuple(reversed(coords))
+
+
+def argpartition(x, kth, axis=-1):
+    """Indices that partition x around its kth element: a full (stable) argsort is such a partition."""
+    return ops.argsort(x, axis=axis)
+
+
+def nanargmax(x, axis=None, keepdims=False):
+    x = _tensor(x)
+    return ops.argmax(ops.where(isnan(x), ops.full_like(x, -np.inf), x), axis=axis, keepdims=keepdims)
+
+
+def nanargmin(x, axis=None, keepdims=False):
+    x = _tensor(x)
+    return ops.argmin(ops.where(isnan(x), ops.full_like(x, np.inf), x), axis=axis, keepdims=keepdims)
+
+
+def nancumsum(x, axis=None, dtype=None):
+    x = _tensor(x)
+    return ops.cumsum(ops.where(isnan(x), ops.zeros_like(x), x), axis=axis, dtype=dtype)
+
+
+def nancumprod(x, axis=None, dtype=None):
+    x = _tensor(x)
+    return ops.cumprod(ops.where(isnan(x), ops.ones_like(x), x), axis=axis, dtype=dtype)
+
+
+def ldexp(x1, x2):
+    """x1 * 2 ** x2."""
+    x1 = _floating(x1)
+    return ops.multiply(x1, ops.power(2.0, ops.cast(_tensor(x2), x1.dtype)))
+
+
+def psnr(x1, x2, max_val):
+    """Peak signal-to-noise ratio in dB over all elements: 20 log10(max_val) - 10 log10(mse)."""
+    x1, x2 = _floating_pair(x1, x2)
+    mse = ops.mean(ops.square(ops.subtract(x1, x2)))
+    return ops.subtract(20.0 * np.log10(float(max_val)), ops.multiply(ops.log10(mse), 10.0))
+
+
+def cdist(x, y):
+    """Euclidean distances between the rows of x [..., m, d] and of y [..., n, d]: [..., m, n]."""
+    x, y = _floating_pair(x, y)
+    difference = ops.subtract(ops.expand_dims(x, -2), ops.expand_dims(y, -3))
+    return ops.sqrt(ops.sum(ops.square(difference), axis=-1))
+
+
+def slice_update(inputs, start_indices, updates):
+    """inputs with the block at start_indices (Python ints) replaced by updates."""
+    inputs, updates = _tensor(inputs), _tensor(updates)
+    starts = [int(s) for s in start_indices]
+    widths = [(s, d - s - u) for s, d, u in zip(starts, inputs.shape, updates.shape)]
+    if builtins.any(lo < 0 or hi < 0 for lo, hi in widths):
+        raise ValueError(f"slice_update: updates of shape {tuple(updates.shape)} at {tuple(starts)} do not fit "
+                         f"in inputs of shape {tuple(inputs.shape)}")
+    mask = np.zeros(tuple(inputs.shape), bool)
+    mask[tuple(builtins.slice(s, s + u) for s, u in zip(starts, updates.shape))] = True
+    placed = ops.pad(ops.cast(updates, inputs.dtype), widths)
+    return ops.where(mask, placed, inputs)
+
+
+def angle(x):
+    """The argument of a real number: 0, or pi for negative values."""
+    x = _floating(x)
+    return ops.arctan2(ops.zeros_like(x), x)
+
+
+def imag(x):
+    """The imaginary part of a real tensor: zeros."""
+    return ops.zeros_like(_tensor(x))
+
+
+def isreal(x):
+    return ops.ones_like(_tensor(x), dtype="bool")
+
+
+def saturate_cast(x, dtype):
+    """Cast after clipping to the target dtype's range (no wrap-around)."""
+    x = _tensor(x)
+    target, source = np.dtype(dtype), np.dtype(x.dtype)
+    if np.issubdtype(target, np.integer) and source != np.bool_:
+        info = np.iinfo(target)
+        if np.issubdtype(source, np.floating):
+            high = source.type(info.max)  # rounded up past the max for wide ints: step below it
+            high = float(np.nextafter(high, source.type(0)) if int(high) > info.max else high)
+            x = ops.clip(x, float(info.min), high)
+        elif np.iinfo(source).min < info.min or np.iinfo(source).max > info.max:
+            x = ops.clip(x, int(info.min), int(info.max))
+    return ops.cast(x, dtype)
+
+
+def logspace(start, stop, num=50, endpoint=True, base=10, dtype=None, axis=0):
+    exponents = ops.linspace(start, stop, num, endpoint=endpoint, axis=axis)
+    values = ops.power(float(base), _floating(exponents))
+    return values if dtype is None else ops.cast(values, dtype)
+
+
+def trapezoid(y, x=None, dx=1.0, axis=-1):
+    """Integral of y along `axis` by the trapezoidal rule (sample points x, or spacing dx)."""
+    y = _floating(y)
+    size = y.shape[axis]
+    head = [builtins.slice(None)] * len(y.shape)
+    tail = list(head)
+    axis_index = axis % len(y.shape)
+    head[axis_index], tail[axis_index] = builtins.slice(1, size), builtins.slice(0, size - 1)
+    mean_heights = ops.multiply(ops.add(ops.getitem(y, tuple(head)), ops.getitem(y, tuple(tail))), 0.5)
+    if x is None:
+        return ops.multiply(ops.sum(mean_heights, axis=axis), float(dx))
+    widths = ops.diff(_floating(x), axis=-1 if len(_tensor(x).shape) == 1 else axis)
+    if len(_tensor(x).shape) == 1 and len(y.shape) > 1:
+        shape = [1] * len(y.shape)
+        shape[axis_index] = -1
+        widths = ops.reshape(widths, tuple(shape))
+    return ops.sum(ops.multiply(mean_heights, widths), axis=axis)
+
+
+def _window(fn, x, *args):
+    return fn(int(x), *args).astype("float32")
+
+
+def hamming(x):
+    """The Hamming window of length x (a constant)."""
+    return _window(np.hamming, x)
+
+
+def hanning(x):
+    return _window(np.hanning, x)
+
+
+def blackman(x):
+    return _window(np.blackman, x)
+
+
+def bartlett(x):
+    return _window(np.bartlett, x)
+
+
+def kaiser(x, beta):
+    return _window(np.kaiser, x, float(beta))
