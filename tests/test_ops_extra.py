@@ -283,6 +283,16 @@ def _slice_updated(x):
     return y
 
 
+def _depth_to_space(x):
+    """out[n, 2i + a, 2j + b, c] = x[n, i, j, (2a + b) * 5 + c] with x as (3, 1, 1, 20)."""
+    x = x.reshape(3, 1, 1, 20)
+    out = np.empty((3, 2, 2, 5), x.dtype)
+    for a in range(2):
+        for b in range(2):
+            out[:, a, b, :] = x[:, 0, 0, (2 * a + b) * 5:(2 * a + b + 1) * 5]
+    return out
+
+
 # Control flow, searching, segments (kgraph/ops/control.py), compiled as a third graph.
 MORE_CASES = {
     "segment_sum": (lambda x: ops.segment_sum(x, SEGMENTS, 3),
@@ -315,6 +325,16 @@ MORE_CASES = {
                lambda x: np.select([x > 1, x < -1], [x, x * x], 0.5), True),
     "nancumsum": (lambda x: ops.nancumsum(_with_nan(x), axis=1),
                   lambda x: np.nancumsum(_np_with_nan(x), axis=1), True),
+    "cross": (lambda x: ops.cross(ops.getitem(x, (Ellipsis, slice(0, 3))), ops.getitem(x, (Ellipsis, slice(2, 5)))),
+              lambda x: np.stack([x[..., 1] * x[..., 4] - x[..., 2] * x[..., 3],
+                                  x[..., 2] * x[..., 2] - x[..., 0] * x[..., 4],
+                                  x[..., 0] * x[..., 3] - x[..., 1] * x[..., 2]], -1), True),
+    "vander": (lambda x: ops.vander(ops.getitem(x, (0, 0)), 3),
+               lambda x: np.stack([x[0, 0] ** 2, x[0, 0], 1 + 0 * x[0, 0]], -1), True),
+    "depth_to_space": (lambda x: ops.depth_to_space(ops.reshape(x, (3, 1, 1, 20)), 2), _depth_to_space, True),
+    "space_to_depth": (lambda x: ops.space_to_depth(ops.reshape(x, (3, 2, 2, 5)), 2),
+                       lambda x: np.stack([x.reshape(3, 2, 2, 5)[:, i, j] for i in range(2) for j in range(2)], 1)
+                       .reshape(3, 1, 1, 20), True),
     "digitize": (lambda x: ops.digitize(x, BINS), lambda x: np.digitize(x, BINS), False),
     "searchsorted": (lambda x: ops.searchsorted(BINS, x, side="right"),
                      lambda x: np.searchsorted(BINS, x, "right"), False),
@@ -572,6 +592,18 @@ def test_control_flow_windows_and_casts_eagerly():
     np.testing.assert_array_equal(ops.segment_max(x[0], np.array([2, 0, 2, 0]), 3), [1.0, -np.inf, 3.0])
     np.testing.assert_array_equal(ops.segment_sum(x[0], np.array([2, 0, 2, 0])), [1.5, 0.0, 5.0])
     np.testing.assert_array_equal(ops.imag(x), np.zeros_like(x))
+    ints = np.array([-7, 7, 5, -1], np.int32)
+    np.testing.assert_array_equal(ops.right_shift(ints, np.array([1, 1, 2, 3], np.int32)), [-4, 3, 1, -1])
+    np.testing.assert_array_equal(ops.left_shift(ints, 2), [-28, 28, 20, -4])
+    np.testing.assert_array_equal(ops.diagflat(np.array([[1, 2], [3, 4]]), -1),
+                                  [[0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 2, 0, 0, 0], [0, 0, 3, 0, 0], [0, 0, 0, 4, 0]])
+    np.testing.assert_array_equal(ops.vander(np.array([2, 3], np.int32), increasing=True), [[1, 2], [1, 3]])
+    np.testing.assert_allclose(ops.geomspace(1.0, 1000.0, 4), [1.0, 10.0, 100.0, 1000.0], rtol=1e-5)
+    channels_first = np.arange(32, dtype=np.float32).reshape(2, 4, 2, 2)
+    np.testing.assert_array_equal(ops.space_to_depth(ops.depth_to_space(channels_first, 2, "channels_first"), 2,
+                                                     "channels_first"), channels_first)
+    with pytest.raises(TypeError, match="integer inputs are required"):
+        ops.left_shift(x, 1)
     np.testing.assert_array_equal(ops.isreal(x), np.ones(x.shape, bool))
 
 

@@ -23,6 +23,8 @@ __all__ = [
     "saturate_cast", "segment_sum", "segment_max", "segment_min", "segment_prod", "extract_sequences",
     "unravel_index", "argpartition", "nanargmax", "nanargmin", "nancumsum", "nancumprod", "ldexp",
     "psnr", "cdist", "slice_update", "hamming", "hanning", "blackman", "bartlett", "kaiser",
+    "diagflat", "vander", "geomspace", "cross", "left_shift", "right_shift", "bitwise_left_shift",
+    "bitwise_right_shift", "depth_to_space", "space_to_depth",
 ]
 
 
@@ -353,3 +355,113 @@ def bartlett(x):
 
 def kaiser(x, beta):
     return _window(np.kaiser, x, float(beta))
+
+
+def diagflat(x, k=0):
+    """The flattened x as the k-th diagonal of a square matrix."""
+    return ops.diag(ravel(x), k)
+
+
+def vander(x, N=None, increasing=False):  # noqa: N803  (Keras argument name)
+    """Columns x ** (N-1), ..., x ** 0 (reversed when increasing)."""
+    x = ravel(x)
+    n = x.shape[0] if N is None else int(N)
+    powers = np.arange(n) if increasing else np.arange(n - 1, -1, -1)
+    if not np.issubdtype(np.dtype(x.dtype), np.floating):
+        powers = powers.astype(x.dtype)
+        return ops.power(ops.expand_dims(x, -1), powers)
+    return ops.power(ops.expand_dims(x, -1), powers.astype(x.dtype))
+
+
+def geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
+    """`num` values evenly spaced on a log scale from start to stop (same sign)."""
+    start, stop = _floating_pair(start, stop)
+    sign = ops.sign(start)
+    exponents = ops.linspace(ops.log(ops.abs(start)), ops.log(ops.abs(stop)), num, endpoint=endpoint, axis=axis)
+    values = ops.multiply(sign, ops.exp(exponents))
+    return values if dtype is None else ops.cast(values, dtype)
+
+
+def cross(x1, x2, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """Cross product of 3-vectors (2-vectors get a zero third component; two 2-vectors give
+    the scalar z component)."""
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    a, b = _tensor(x1), _tensor(x2)
+    a, b = ops.moveaxis(a, axisa, -1), ops.moveaxis(b, axisb, -1)
+    if a.shape[-1] == 2 and b.shape[-1] == 2:
+        return ops.subtract(ops.multiply(a[..., 0], b[..., 1]), ops.multiply(a[..., 1], b[..., 0]))
+    for name, v in (("x1", a), ("x2", b)):
+        if v.shape[-1] not in (2, 3):
+            raise ValueError(f"cross: {name} vectors must have 2 or 3 components, got {v.shape[-1]}")
+    if a.shape[-1] == 2:
+        a = ops.pad(a, [(0, 0)] * (len(a.shape) - 1) + [(0, 1)])
+    if b.shape[-1] == 2:
+        b = ops.pad(b, [(0, 0)] * (len(b.shape) - 1) + [(0, 1)])
+    a0, a1, a2 = (a[..., i] for i in range(3))
+    b0, b1, b2 = (b[..., i] for i in range(3))
+    result = ops.stack([ops.subtract(ops.multiply(a1, b2), ops.multiply(a2, b1)),
+                        ops.subtract(ops.multiply(a2, b0), ops.multiply(a0, b2)),
+                        ops.subtract(ops.multiply(a0, b1), ops.multiply(a1, b0))], axis=-1)
+    return ops.moveaxis(result, -1, axisc)
+
+
+def _shift_factor(x, y):
+    x = _tensor(x)
+    if np.issubdtype(np.dtype(x.dtype), np.floating) or x.dtype == "bool":
+        raise TypeError(f"shift: integer inputs are required, got {x.dtype}")
+    return x, ops.power(ops.cast(np.asarray(2), x.dtype), ops.cast(_tensor(y), x.dtype))
+
+
+def left_shift(x, y):
+    """x << y for integers (x * 2 ** y, wrapping like the shift)."""
+    x, factor = _shift_factor(x, y)
+    return ops.multiply(x, factor)
+
+
+def right_shift(x, y):
+    """x >> y for integers (an arithmetic shift: floor division by 2 ** y)."""
+    x, factor = _shift_factor(x, y)
+    return ops.floor_divide(x, factor)
+
+
+bitwise_left_shift = left_shift
+bitwise_right_shift = right_shift
+
+
+def _channels_last(x, data_format):
+    if data_format not in ("channels_last", "channels_first", None):
+        raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
+    return data_format == "channels_first"
+
+
+def depth_to_space(x, block_size, data_format="channels_last"):
+    """Move blocks of channels into block_size x block_size spatial tiles of a 4-D tensor."""
+    x = _tensor(x)
+    first = _channels_last(x, data_format)
+    if first:
+        x = ops.transpose(x, (0, 2, 3, 1))
+    n, h, w, c = x.shape
+    b = int(block_size)
+    if c % (b * b):
+        raise ValueError(f"depth_to_space: {c} channels do not divide into blocks of {b}x{b}")
+    y = ops.reshape(x, (-1 if n is None else n, h, w, b, b, c // (b * b)))
+    y = ops.transpose(y, (0, 1, 3, 2, 4, 5))
+    y = ops.reshape(y, (-1 if n is None else n, h * b, w * b, c // (b * b)))
+    return ops.transpose(y, (0, 3, 1, 2)) if first else y
+
+
+def space_to_depth(x, block_size, data_format="channels_last"):
+    """The inverse of depth_to_space: block_size x block_size spatial tiles into channels."""
+    x = _tensor(x)
+    first = _channels_last(x, data_format)
+    if first:
+        x = ops.transpose(x, (0, 2, 3, 1))
+    n, h, w, c = x.shape
+    b = int(block_size)
+    if h % b or w % b:
+        raise ValueError(f"space_to_depth: spatial size {h}x{w} does not divide into blocks of {b}x{b}")
+    y = ops.reshape(x, (-1 if n is None else n, h // b, b, w // b, b, c))
+    y = ops.transpose(y, (0, 1, 3, 2, 4, 5))
+    y = ops.reshape(y, (-1 if n is None else n, h // b, w // b, b * b * c))
+    return ops.transpose(y, (0, 3, 1, 2)) if first else y
