@@ -335,6 +335,13 @@ MORE_CASES = {
     "space_to_depth": (lambda x: ops.space_to_depth(ops.reshape(x, (3, 2, 2, 5)), 2),
                        lambda x: np.stack([x.reshape(3, 2, 2, 5)[:, i, j] for i in range(2) for j in range(2)], 1)
                        .reshape(3, 1, 1, 20), True),
+    "rgb_to_grayscale": (lambda x: ops.image.rgb_to_grayscale(ops.getitem(x, (Ellipsis, slice(0, 3)))),
+                         lambda x: (0.2989 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2])[..., None], True),
+    "pad_images": (lambda x: ops.image.pad_images(ops.expand_dims(x, 0), 1, 2, target_height=5, target_width=7),
+                   lambda x: np.pad(x[None], ((0, 0), (1, 1), (2, 1), (0, 0))), True),
+    "crop_images-channels_first": (
+        lambda x: ops.image.crop_images(x, top_cropping=1, bottom_cropping=1, left_cropping=0, right_cropping=2,
+                                        data_format="channels_first"), lambda x: x[:, 1:3, 0:3], True),
     "digitize": (lambda x: ops.digitize(x, BINS), lambda x: np.digitize(x, BINS), False),
     "searchsorted": (lambda x: ops.searchsorted(BINS, x, side="right"),
                      lambda x: np.searchsorted(BINS, x, "right"), False),
@@ -602,6 +609,10 @@ def test_control_flow_windows_and_casts_eagerly():
     channels_first = np.arange(32, dtype=np.float32).reshape(2, 4, 2, 2)
     np.testing.assert_array_equal(ops.space_to_depth(ops.depth_to_space(channels_first, 2, "channels_first"), 2,
                                                      "channels_first"), channels_first)
+    gray = ops.image.rgb_to_grayscale(np.array([[[[10, 20, 30]]]], np.int32))
+    assert np.asarray(gray).dtype == np.int32 and int(np.asarray(gray).ravel()[0]) == 18  # 18.149 truncated
+    with pytest.raises(ValueError, match="pad_images .height.: give exactly two"):
+        ops.image.pad_images(np.zeros((4, 4, 1)), top_padding=1)
     with pytest.raises(TypeError, match="integer inputs are required"):
         ops.left_shift(x, 1)
     np.testing.assert_array_equal(ops.isreal(x), np.ones(x.shape, bool))
