@@ -328,6 +328,55 @@ def test_fit_and_predict_run_on_triton_when_the_device_is_gpu(monkeypatch):
     np.testing.assert_allclose(gpu_pred, cpu_pred, rtol=1e-4, atol=1e-5)
 
 
+def test_fit_keeps_variables_on_the_device_through_an_epoch(monkeypatch):
+    """fit() on the GPU path with device memory emulated in host memory: the variables are
+    uploaded once per epoch and downloaded at its end (and the metric state whenever batch
+    logs are read), not around every step; the result equals the numba backend's."""
+    import kgraph as keras
+    from kgraph import config
+    from kgraph.runtime import gpu
+
+    uploads = {}  # buffer -> how many times the host uploaded into it
+
+    class CountingHostMemory(gpu.HostMemory):
+        def upload(self, buffer, array):
+            uploads[buffer.pointer] = uploads.get(buffer.pointer, 0) + 1
+            super().upload(buffer, array)
+
+    def emulated_memory():
+        return gpu.DeviceMemory(impl=CountingHostMemory())
+
+    rng = _rng("resident-fit")
+    x = rng.standard_normal((48, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 48).astype(np.int32)
+    results, start = {}, None
+    for device in ("cpu", "gpu"):
+        monkeypatch.setattr(config, "_device", device)
+        if device == "gpu":
+            monkeypatch.setattr(gpu, "interpreting", lambda: False)  # the device path, interpreted kernels
+            monkeypatch.setattr(gpu, "require_gpu", lambda: None)
+            monkeypatch.setattr(gpu, "device_memory", emulated_memory)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(4)])
+        start = start or model.get_weights()
+        model.set_weights(start)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        results[device] = (history.history, model.get_weights())
+        if device == "gpu":
+            (step,) = model._compiled_functions.values()
+            variable_buffers = [buffer.pointer for buffer in step._variable_buffers]
+    np.testing.assert_allclose(results["gpu"][0]["loss"], results["cpu"][0]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(results["gpu"][0]["accuracy"], results["cpu"][0]["accuracy"])
+    for a, b in zip(results["gpu"][1], results["cpu"][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # 3 steps an epoch, 2 epochs: copying around every step would upload each variable 7 times;
+    # resident, it is uploaded when the step is built, when fit adopts it, and once an epoch.
+    assert max(uploads[pointer] for pointer in variable_buffers) <= 4
+    assert max(uploads.values()) == 6  # the batches themselves go up every step
+
+
 def test_the_device_memory_path_runs_a_training_step():
     """GpuExecutable as on a GPU (staging buffers, device mirrors of the variables, timed
     matmul configurations, downloads), over device memory emulated in host memory."""

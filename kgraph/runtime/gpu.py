@@ -422,10 +422,13 @@ class GpuExecutable:
             for variable, buffer in zip(self.variables, self._variable_buffers):
                 buffer.upload(variable._value)
 
-    def pull_variables(self):
+    def pull_variables(self, only=None):
+        """Download the device values into the Variables (only those in `only`, if given)."""
         if not self.interpret:
+            wanted = None if only is None else {id(v) for v in only}
             for variable, buffer in zip(self.variables, self._variable_buffers):
-                buffer.download(variable._value)
+                if wanted is None or id(variable) in wanted:
+                    buffer.download(variable._value)
 
     # -- per batch size ----------------------------------------------------------------------------
     def batch_of(self, inputs):

@@ -27,6 +27,44 @@ from kgraph.trainers.data import (
 )
 
 
+class DeviceResidency:
+    """Keeps a GPU training step's variables (weights, optimizer and metric state) in device
+    memory through fit: uploaded when an epoch starts, downloaded when it ends (before
+    validation and the epoch's callbacks), the metric variables alone whenever batch logs are
+    read. CPU steps (numba) work on the Variables themselves: nothing to do for them. With
+    more than one GPU train step in a fit (batches of several layouts), each step would hold
+    its own copy, so all of them go back to copying every call."""
+
+    def __init__(self):
+        self.steps = []
+        self.disabled = False
+
+    def adopt(self, function):
+        if not hasattr(function, "pull_variables") or self.disabled:
+            return
+        if self.steps:
+            self.release()
+            self.disabled = True
+            return
+        function.sync_variables = False
+        function.push_variables()
+        self.steps.append(function)
+
+    def push(self):
+        for function in self.steps:
+            function.push_variables()
+
+    def pull(self, only=None):
+        for function in self.steps:
+            function.pull_variables(only)
+
+    def release(self):
+        for function in self.steps:
+            function.pull_variables()
+            function.sync_variables = True
+        self.steps = []
+
+
 class Trainer:
     def __init__(self):
         self.compiled = False
@@ -145,10 +183,13 @@ class Trainer:
         self._ensure_built(flat[:layout.n_x])
         return data
 
-    def _runner(self, data, mode):
-        """A callable that runs one batch of `data` through the compiled `mode` step."""
+    def _runner(self, data, mode, adopt=None):
+        """A callable that runs one batch of `data` through the compiled `mode` step
+        (`adopt(function)` is told of each compiled function it uses)."""
         if isinstance(data, ArrayData):
             function = self._compiled_function(mode, data.layout)
+            if adopt is not None:
+                adopt(function)
             return lambda flat: function(*flat)
         functions = {}
 
@@ -157,6 +198,8 @@ class Trainer:
             function = functions.get(layout.specs)
             if function is None:
                 function = functions[layout.specs] = self._compiled_function(mode, layout)
+                if adopt is not None:
+                    adopt(function)
             return function(*flat)
 
         return run
@@ -308,7 +351,8 @@ class Trainer:
         callbacks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(
             callbacks, add_history=True, add_progbar=verbose != 0, model=self,
             verbose=verbose, epochs=epochs, steps=data.steps, mode="fit")
-        run = self._runner(data, "train")
+        residency = DeviceResidency()
+        run = self._runner(data, "train", adopt=residency.adopt)
         per_execution = int(self._steps_per_execution)
         batch_logs = callbacks.needs_batch_logs or verbose == 1
         self.stop_training = False
@@ -319,35 +363,48 @@ class Trainer:
             start_epoch, start_step = self._initial_epoch, self._initial_step
             data.position(start_epoch, start_step)
         logs = {}
-        for epoch in range(start_epoch, epochs):
-            self._epoch = epoch
-            self._reset_metrics()
-            callbacks.on_epoch_begin(epoch)
-            step = start_step if epoch == start_epoch else 0
-            first = step
-            for batch in data.epoch(first):
-                if (step - first) % per_execution == 0:
-                    callbacks.on_train_batch_begin(step)
-                run(batch)
-                step += 1
-                if (step - first) % per_execution == 0:
-                    callbacks.on_train_batch_end(step - 1, self._logs() if batch_logs else None)
-                    if self.stop_training:
+        metric_variables = [v for metric in self.metrics for v in metric.variables]
+
+        def batch_end_logs():
+            if not batch_logs:
+                return None
+            residency.pull(metric_variables)
+            return self._logs()
+
+        try:
+            for epoch in range(start_epoch, epochs):
+                self._epoch = epoch
+                self._reset_metrics()
+                callbacks.on_epoch_begin(epoch)
+                residency.push()  # the epoch starts from the host's values (callbacks may change them)
+                step = start_step if epoch == start_epoch else 0
+                first = step
+                for batch in data.epoch(first):
+                    if (step - first) % per_execution == 0:
+                        callbacks.on_train_batch_begin(step)
+                    run(batch)
+                    step += 1
+                    if (step - first) % per_execution == 0:
+                        callbacks.on_train_batch_end(step - 1, batch_end_logs())
+                        if self.stop_training:
+                            break
+                else:
+                    if (step - first) % per_execution:
+                        callbacks.on_train_batch_end(step - 1, batch_end_logs())
+                residency.pull()
+                if data.exhausted:
+                    self.stop_training = True
+                    if step == first:
                         break
-            else:
-                if (step - first) % per_execution:
-                    callbacks.on_train_batch_end(step - 1, self._logs() if batch_logs else None)
-            if data.exhausted:
-                self.stop_training = True
-                if step == first:
+                logs = self._logs()
+                if val is not None and self._should_validate(epoch, validation_freq):
+                    val_logs = self._evaluate_data(val, callbacks)
+                    logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                callbacks.on_epoch_end(epoch, logs)
+                if self.stop_training:
                     break
-            logs = self._logs()
-            if val is not None and self._should_validate(epoch, validation_freq):
-                val_logs = self._evaluate_data(val, callbacks)
-                logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            callbacks.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+        finally:
+            residency.release()
         callbacks.on_train_end(logs)
         return next(c for c in callbacks.callbacks if type(c).__name__ == "History")
 
