@@ -20,8 +20,9 @@ from kgraph import exporters as export
 from kgraph import utils
 from kgraph.ir import Variable
 from kgraph.layers import Input, InputSpec, Layer
+from kgraph.layers.layer import KerasTensor
 from kgraph.models import Model, Sequential
 
 __all__ = ["config", "ops", "activations", "constraints", "initializers", "regularizers", "random", "layers", "losses",
            "metrics", "optimizers", "callbacks", "data", "models", "saving", "export", "utils", "Variable", "Input",
-           "InputSpec", "Layer", "Model", "Sequential"]
+           "InputSpec", "KerasTensor", "Layer", "Model", "Sequential"]

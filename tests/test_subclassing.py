@@ -384,3 +384,16 @@ def test_functional_model_with_raw_ops_replays_them():
     assert losses[-1] < losses[0]
     with pytest.raises(NotImplementedError, match="add"):
         model.get_config()
+
+
+def test_compute_output_spec_traces_without_computing():
+    layer = DeferredLinear(5)
+    spec = layer.compute_output_spec(keras.KerasTensor((None, 3)))
+    assert tuple(spec.shape) == (None, 5) and spec.dtype == "float32"
+    assert [v.shape for v in layer.weights] == [(3, 5), (5,)]  # built by the probe, as Keras does
+    outer = keras.layers.Concatenate().compute_output_spec(
+        [keras.KerasTensor((None, 2)), keras.KerasTensor((None, 4))])
+    assert tuple(outer.shape) == (None, 6)
+    summer = ComputeSum(3)
+    summer.compute_output_spec(keras.KerasTensor((2, 3)))
+    np.testing.assert_array_equal(np.asarray(summer.total), np.zeros(3))  # no state changed

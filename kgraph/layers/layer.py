@@ -110,6 +110,23 @@ class CallNode:
         self.input_tensors = [t for t in flatten((args, kwargs)) if isinstance(t, SymbolicTensor)]
 
 
+class KerasTensor:
+    """A shape and dtype with no value (keras.KerasTensor), e.g. for compute_output_spec."""
+
+    def __init__(self, shape, dtype="float32", sparse=False, name=None):
+        self.shape = tuple(shape)
+        self.dtype = str(dtype)
+        self.sparse = sparse
+        self.name = name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+
 class InputSpec:
     """What a layer accepts: dtype, rank bounds and fixed axis sizes (as keras.layers.InputSpec)."""
 
@@ -350,6 +367,25 @@ class Layer:
         with tracing(graph):
             out = self.call(placeholders(input_shape))
         return _shape_of(out)
+
+    def compute_output_spec(self, *args, **kwargs):
+        """The outputs' shapes and dtypes, as symbolic tensors, for inputs given as tensors or
+        specs (anything with `shape` and `dtype`, e.g. kgraph.KerasTensor): the call is traced
+        into a scratch graph, so nothing is computed and no state changes."""
+        from kgraph.ir import Graph, tracing
+        from kgraph.ir.tensor import SymbolicTensor as ST
+
+        graph = Graph("spec_probe")
+
+        def placeholder(value):
+            if hasattr(value, "shape") and hasattr(value, "dtype"):
+                return ST(graph, graph.add_placeholder(tuple(value.shape), str(value.dtype), "probe").id)
+            return value
+
+        with tracing(graph):
+            args, kwargs = map_structure(placeholder, (list(args), kwargs))
+            self._maybe_build(args[0] if args else next(iter(kwargs.values())))
+            return self.call(*args, **kwargs)
 
     def _maybe_build(self, inputs):
         if self.built:
