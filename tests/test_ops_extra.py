@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.special as sp
 
 from kgraph import ops
@@ -293,6 +294,24 @@ def _depth_to_space(x):
     return out
 
 
+def _spd(x):
+    """A symmetric positive definite 4x4 matrix from x[0]."""
+    m = ops.getitem(x, 0)
+    return ops.add(ops.matmul(m, ops.transpose(m)), np.eye(4, dtype=np.float32) * 4.0)
+
+
+def _np_spd(x):
+    return x[0] @ x[0].T + 4 * np.eye(4)
+
+
+def _triangular(x):
+    return ops.add(ops.tril(ops.getitem(x, (1, slice(None), slice(0, 4)))), np.eye(4, dtype=np.float32) * 3.0)
+
+
+def _np_triangular(x):
+    return np.tril(x[1, :, :4]) + 3 * np.eye(4)
+
+
 # Control flow, searching, segments (kgraph/ops/control.py), compiled as a third graph.
 MORE_CASES = {
     "segment_sum": (lambda x: ops.segment_sum(x, SEGMENTS, 3),
@@ -342,6 +361,15 @@ MORE_CASES = {
     "crop_images-channels_first": (
         lambda x: ops.image.crop_images(x, top_cropping=1, bottom_cropping=1, left_cropping=0, right_cropping=2,
                                         data_format="channels_first"), lambda x: x[:, 1:3, 0:3], True),
+    "cholesky": (lambda x: ops.cholesky(_spd(x)), lambda x: np.linalg.cholesky(_np_spd(x)), True),
+    "cholesky-upper": (lambda x: ops.cholesky(_spd(x), upper=True), lambda x: np.linalg.cholesky(_np_spd(x)).T, True),
+    "cholesky_inverse": (lambda x: ops.cholesky_inverse(ops.cholesky(_spd(x))),
+                         lambda x: np.linalg.inv(_np_spd(x)), True),
+    "solve_triangular": (lambda x: ops.solve_triangular(_triangular(x), ops.getitem(x, 2), lower=True),
+                         lambda x: scipy.linalg.solve_triangular(_np_triangular(x), x[2], lower=True), True),
+    "solve_triangular-upper-vector": (
+        lambda x: ops.solve_triangular(ops.transpose(_triangular(x)), ops.getitem(x, (2, slice(None), 0))),
+        lambda x: scipy.linalg.solve_triangular(_np_triangular(x).T, x[2, :, 0]), True),
     "digitize": (lambda x: ops.digitize(x, BINS), lambda x: np.digitize(x, BINS), False),
     "searchsorted": (lambda x: ops.searchsorted(BINS, x, side="right"),
                      lambda x: np.searchsorted(BINS, x, "right"), False),
@@ -613,6 +641,8 @@ def test_control_flow_windows_and_casts_eagerly():
     assert np.asarray(gray).dtype == np.int32 and int(np.asarray(gray).ravel()[0]) == 18  # 18.149 truncated
     with pytest.raises(ValueError, match="pad_images .height.: give exactly two"):
         ops.image.pad_images(np.zeros((4, 4, 1)), top_padding=1)
+    with pytest.raises(ValueError, match="cholesky: expected square matrices"):
+        ops.cholesky(np.ones((2, 3)))
     with pytest.raises(TypeError, match="integer inputs are required"):
         ops.left_shift(x, 1)
     np.testing.assert_array_equal(ops.isreal(x), np.ones(x.shape, bool))

@@ -70,6 +70,11 @@ def render():
         "slice); `take_along_axis`: a one-hot selection along the axis (O(n) per picked element).",
         "- `einsum`: contractions of operand pairs as batched matmuls (no repeated index inside one "
         "operand); `tensordot`, `inner`: one matmul.",
+        "- `cholesky`, `solve_triangular`, `cholesky_inverse`: unrolled over the static matrix size "
+        "(a column or row per step), for the small matrices models use.",
+        "- Control flow (`kgraph/ops/control.py`): `cond` and `switch` with a concrete predicate run one "
+        "branch; with a traced one they trace every branch and select with `where`. `fori_loop` (int "
+        "bounds), `scan` and `map` unroll; `while_loop` runs eagerly only.",
         "- Keras's dtype rules: transcendental functions of int or bool inputs give float32; "
         "`trunc`, `round`, `nan_to_num` keep ints; `cumsum` of bools counts in int32.",
         "The name list is `kgraph/ops/keras_names.py`, generated from Keras by `tools/gen_keras_names.py`.",
