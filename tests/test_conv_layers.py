@@ -230,12 +230,12 @@ def every_layer():
 def test_every_layer_compiled_matches_eager(every_layer):
     model, inputs, predicted = every_layer
     values = dict(zip((id(t) for t in model.inputs), inputs))
-    for node in model.outputs:
+    for index, node in enumerate(model.outputs):
         layer, _, _ = node._keras_history
         call = layer._inbound_nodes[0]
         args = [values[id(t)] for t in call.input_tensors]
         expected = np.asarray(layer(args[0]))
-        got = predicted[model.outputs.index(node)]
+        got = predicted[index]
         assert got.shape == expected.shape, layer.name
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=layer.name)
 
