@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from keras_reference import SKIP_REASON, keras_python
 from sklearn.metrics import f1_score, fbeta_score, jaccard_score, r2_score, roc_auc_score
 
 import kgraph as keras
@@ -512,7 +513,7 @@ def test_compiled_metrics_equal_eager(compiled_run):
 
 
 # -- optional: Keras 3 itself as a second oracle ----------------------------------------------------
-KERAS_PYTHON = "/tmp/kerasenv/bin/python"
+KERAS_PYTHON = keras_python()
 KERAS_SCRIPT = """
 import json, sys, numpy as np, keras
 cases = json.load(sys.stdin)
@@ -528,7 +529,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.filterwarnings("ignore:.*truncated")
-@pytest.mark.skipif(not os.path.exists(KERAS_PYTHON), reason="Keras 3 reference environment not installed")
+@pytest.mark.skipif(KERAS_PYTHON is None, reason=SKIP_REASON)
 def test_against_keras_when_available():
     y, p, w = _binary_data(n=24, cols=3)
     p[0] = [1.0, 0.0, 0.5]  # on thresholds and at the ends

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from keras_reference import SKIP_REASON, keras_python
 
 from kgraph import ops, optimizers
 from kgraph.ir import Graph, SymbolicTensor, Variable, tracing
@@ -943,16 +944,14 @@ np.savez(sys.argv[2], **results)
 
 
 def test_new_optimizers_match_keras(tmp_path):
-    """Keras 3 (KGRAPH_KERAS_PYTHON, default /tmp/kerasenv/bin/python) on the same float32 gradients."""
+    """Keras 3 (KGRAPH_KERAS_PYTHON, see tests/keras_reference.py) on the same float32 gradients."""
     import json
     import os
     import subprocess
 
-    python = os.environ.get("KGRAPH_KERAS_PYTHON")
-    if python is None and os.path.exists("/tmp/kerasenv/bin/python"):
-        python = "/tmp/kerasenv/bin/python"
+    python = keras_python()
     if python is None:
-        pytest.skip("no Python with Keras 3: set KGRAPH_KERAS_PYTHON")
+        pytest.skip(SKIP_REASON)
     initial, grads = _problem(seed=6, dtype="float32")
     specs, ours = [], []
     for _, make, *_ in NEW_CASES:

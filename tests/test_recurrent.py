@@ -15,6 +15,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from keras_reference import SKIP_REASON, keras_python
 
 import kgraph as keras
 from kgraph import layers, ops
@@ -23,7 +24,7 @@ from kgraph.compiler.passes.pipeline import compile_graph
 from kgraph.ir import Graph, SymbolicTensor, tracing
 from kgraph.ops.registry import bind
 
-KERAS_PYTHON = "/tmp/kerasenv/bin/python"
+KERAS_PYTHON = keras_python()
 T, D, U = 5, 3, 4
 
 
@@ -452,7 +453,7 @@ def _run_keras(command, env):
         pytest.skip("Keras 3 did not finish in 10 minutes")
 
 
-@pytest.mark.skipif(not os.path.exists(KERAS_PYTHON), reason="Keras 3 is not installed at /tmp/kerasenv")
+@pytest.mark.skipif(KERAS_PYTHON is None, reason=SKIP_REASON)
 def test_same_outputs_as_keras_3_on_the_same_weights():
     rng = np.random.default_rng(5)
     x, keep = _masked_inputs(rng, n=2)
@@ -500,7 +501,7 @@ model.save(sys.argv[1] + "/model.keras")
 """
 
 
-@pytest.mark.skipif(not os.path.exists(KERAS_PYTHON), reason="Keras 3 is not installed at /tmp/kerasenv")
+@pytest.mark.skipif(KERAS_PYTHON is None, reason=SKIP_REASON)
 def test_a_keras_3_model_file_with_recurrent_layers_loads_and_predicts_the_same(tmp_path):
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     done = _run_keras([KERAS_PYTHON, "-c", KERAS_SAVE_SCRIPT, str(tmp_path)], env)

@@ -3,7 +3,7 @@ training identically, custom objects, clear errors, atomic saves.
 
 tests/data/keras3/ holds files written by Keras 3 (tests/data/make_keras_files.py). The test
 that Keras 3 loads kgraph's files runs tests/data/read_kgraph_file.py with the Python named by
-KGRAPH_KERAS_PYTHON (default /tmp/kerasenv/bin/python when it exists), which must import keras.
+KGRAPH_KERAS_PYTHON (tests/keras_reference.py), which must import keras.
 """
 
 import glob
@@ -20,6 +20,7 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
+from keras_reference import SKIP_REASON, keras_python
 
 import kgraph as keras
 import kgraph.saving  # noqa: F401  (kgraph.saving until kgraph/__init__ imports it)
@@ -475,12 +476,9 @@ def test_killed_save_leaves_previous_file_loadable(tmp_path):
 
 # -- Keras 3 loads kgraph's files ---------------------------------------------------------------------------
 def _keras_python():
-    python = os.environ.get("KGRAPH_KERAS_PYTHON")
-    if python is None and os.path.exists("/tmp/kerasenv/bin/python"):
-        python = "/tmp/kerasenv/bin/python"
+    python = keras_python()
     if python is None:
-        pytest.skip("no Python with Keras 3: set KGRAPH_KERAS_PYTHON (e.g. a venv with "
-                    "`pip install keras numpy h5py scipy jax`)")
+        pytest.skip(SKIP_REASON)
     env = dict(os.environ, KERAS_BACKEND=os.environ.get("KGRAPH_KERAS_BACKEND", "numpy"))
     probe = subprocess.run([python, "-c", "import keras"], env=env, capture_output=True, text=True)
     if probe.returncode != 0:

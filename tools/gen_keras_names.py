@@ -2,7 +2,7 @@
 submodules (nn, numpy, linalg, image), read from an installed Keras 3.
 
 Run with a Python that has Keras 3 (any backend), e.g.
-    KERAS_BACKEND=jax /tmp/kerasenv/bin/python tools/gen_keras_names.py > kgraph/ops/keras_names.py
+    KERAS_BACKEND=jax kerasenv/bin/python tools/gen_keras_names.py  # a venv with Keras 3 > kgraph/ops/keras_names.py
 """
 
 import inspect

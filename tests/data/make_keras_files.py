@@ -2,8 +2,8 @@
 
 Run with Keras 3 (not kgraph), e.g.:
 
-    python3 -m venv /tmp/kerasenv && /tmp/kerasenv/bin/pip install keras numpy h5py scipy jax
-    KERAS_BACKEND=jax /tmp/kerasenv/bin/python tests/data/make_keras_files.py
+    python3 -m venv kerasenv && kerasenv/bin/pip install keras numpy h5py scipy jax
+    KERAS_BACKEND=jax kerasenv/bin/python tests/data/make_keras_files.py
 
 For every model NAME it writes into tests/data/keras3/:
     NAME.keras            the model, saved by Keras (model.save)
