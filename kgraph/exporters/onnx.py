@@ -319,10 +319,6 @@ def _input_specs(model, input_signature):
 def trace(model, mode, x_specs, y_specs=()):
     """The model's `mode` graph ("predict", "train", ...) for inputs and targets given as
     ((shape without the batch dimension, dtype), ...), through the trainer's tracer."""
-    import inspect
-
-    if "layout" not in inspect.signature(model._trace).parameters:
-        return model._trace(mode, tuple(x_specs), tuple(y_specs))
     from kgraph.trainers.data import Layout
 
     def arrays(specs):  # zero-row arrays: a Layout reads their trailing shapes and dtypes

@@ -1,6 +1,7 @@
 """kgraph.layers: Keras 3 layers."""
 
 from kgraph._serialization import register_public
+from kgraph.layers import operation  # noqa: F401  (installs the hook that records raw ops in functional models)
 from kgraph.layers.activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from kgraph.layers.attention import AdditiveAttention, Attention, Dot, MultiHeadAttention
 from kgraph.layers.convolutional import (  # noqa: F401

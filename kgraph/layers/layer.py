@@ -350,23 +350,15 @@ class Layer:
         return inputs
 
     def compute_output_shape(self, input_shape):
-        from kgraph.ir import Graph, tracing
-        from kgraph.ir.tensor import SymbolicTensor as ST
-
-        def is_shape(value):
-            return isinstance(value, (list, tuple)) and all(d is None or isinstance(d, int) for d in value)
-
-        def placeholders(structure):
-            if is_shape(structure):
-                return ST(graph, graph.add_placeholder(tuple(structure), "float32", "probe").id)
+        """The output shape(s) for `input_shape` (a shape, or a list/dict of them)."""
+        def specs(structure):
+            if isinstance(structure, (list, tuple)) and all(d is None or isinstance(d, int) for d in structure):
+                return KerasTensor(structure)
             if isinstance(structure, dict):
-                return {key: placeholders(value) for key, value in structure.items()}
-            return [placeholders(value) for value in structure]
+                return {key: specs(value) for key, value in structure.items()}
+            return [specs(value) for value in structure]
 
-        graph = Graph("shape_probe")
-        with tracing(graph):
-            out = self.call(placeholders(input_shape))
-        return _shape_of(out)
+        return _shape_of(self.compute_output_spec(specs(input_shape)))
 
     def compute_output_spec(self, *args, **kwargs):
         """The outputs' shapes and dtypes, as symbolic tensors, for inputs given as tensors or

@@ -34,23 +34,18 @@ class Operation:
 
 
 def record_op_call(op_name, inputs, attrs, output):
-    """Record `output = op(inputs)` as a call node of a fresh Operation; returns `output`."""
-    from kgraph.layers.layer import CallNode
+    """Record `output = op(inputs)` as a call node of a fresh Operation when the op is part
+    of a functional model under construction: some input is a Keras tensor and no layer's
+    call() is running (layers' own ops stay inside them). Returns `output`."""
+    from kgraph.layers.layer import CallNode, in_layer_call
 
+    if in_layer_call() or not any(isinstance(v, SymbolicTensor) and v._keras_history is not None for v in inputs):
+        return output
     operation = Operation(op_name, attrs)
     node = CallNode(operation, tuple(inputs), {}, output)
     operation._inbound_nodes.append(node)
     output._keras_history = (operation, 0, 0)
     return output
-
-
-def needs_recording(inputs):
-    """Whether an op on `inputs` is part of a functional model under construction: some input
-    is a Keras tensor and no layer's call() is running (layers' own ops stay inside them)."""
-    from kgraph.layers.layer import in_layer_call
-
-    return (any(isinstance(v, SymbolicTensor) and v._keras_history is not None for v in inputs)
-            and not in_layer_call())
 
 
 class KerasOperation:
@@ -100,3 +95,12 @@ class KerasOperation:
 def is_keras_operation_config(layer_data):
     """Whether a functional config entry is a Keras op node rather than a layer."""
     return str(layer_data.get("module", "")).startswith(("keras.src.ops", "keras.ops"))
+
+
+def _install():
+    from kgraph.ops import registry
+
+    registry.symbolic_op_hook = record_op_call
+
+
+_install()

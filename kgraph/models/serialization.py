@@ -75,11 +75,11 @@ def _graph_members(model):
     from kgraph.layers.operation import KerasOperation
     from kgraph.models.functional import _keras_layer_order
 
-    ops = [layer for layer in _keras_layer_order(model.inputs, model.outputs) if isinstance(layer, KerasOperation)]
-    if not ops:
+    order = _keras_layer_order(model.inputs, model.outputs)
+    if not any(isinstance(layer, KerasOperation) for layer in order):
         return model.layers
-    return [layer for layer in _keras_layer_order(model.inputs, model.outputs)
-            if isinstance(layer, KerasOperation) or any(layer is kept for kept in model.layers)]
+    kept = {id(layer) for layer in model.layers}
+    return [layer for layer in order if isinstance(layer, KerasOperation) or id(layer) in kept]
 
 
 def _reindexing(model):

@@ -145,12 +145,15 @@ def bind(name, inputs, **attrs):
     shape, dtype = opdef.infer(attrs, *specs)
     node = graph.add_node(name, node_ids, attrs, shape, dtype)
     output = SymbolicTensor(graph, node.id)
-    if not is_tracing():
-        from kgraph.layers.operation import needs_recording, record_op_call
-
-        if needs_recording(inputs):
-            return record_op_call(name, inputs, attrs, output)
+    if not is_tracing() and symbolic_op_hook is not None:
+        output = symbolic_op_hook(name, inputs, attrs, output)
     return output
+
+
+# Installed by kgraph.layers.operation: sees each op applied outside a trace to symbolic
+# tensors (a functional model under construction records raw ops with it). The ops stay
+# below the layers: they call the hook, they never import it.
+symbolic_op_hook = None
 
 
 def convert_to_tensor(value, dtype=None):
