@@ -180,6 +180,21 @@ LAYER_CASES = {
                       layer(lambda: L.Bidirectional(L.GRU(2), merge_mode="sum"), (4, 3), "sum")],
     "TimeDistributed": [layer(lambda: L.TimeDistributed(L.Dense(3)), (4, 2)),
                         layer(lambda: L.TimeDistributed(L.Flatten()), (3, 2, 2), "per_step")],
+    # preprocessing (augmentation layers export their inference path: the identity; RandomCrop's is
+    # the centre crop to the aspect ratio, resized)
+    "Rescaling": [layer(lambda: L.Rescaling(1 / 255.0, offset=-0.5), (6, 7, 3))],
+    "Resizing": [layer(lambda: L.Resizing(4, 9), (6, 7, 3)),
+                 layer(lambda: L.Resizing(3, 4, interpolation="bicubic", antialias=True), (6, 7, 2), "bicubic"),
+                 layer(lambda: L.Resizing(5, 5, interpolation="nearest", crop_to_aspect_ratio=True), (6, 7, 2),
+                       "nearest_crop")],
+    "CenterCrop": [layer(lambda: L.CenterCrop(3, 4), (6, 7, 2)), layer(lambda: L.CenterCrop(4, 9), (6, 7, 2), "fit")],
+    "RandomFlip": [layer(lambda: L.RandomFlip(seed=1), (5, 6, 2))],
+    "RandomTranslation": [layer(lambda: L.RandomTranslation(0.2, 0.3, seed=1), (5, 6, 2))],
+    "RandomRotation": [layer(lambda: L.RandomRotation(0.2, seed=1), (5, 6, 2))],
+    "RandomZoom": [layer(lambda: L.RandomZoom(0.2, seed=1), (5, 6, 2))],
+    "RandomCrop": [layer(lambda: L.RandomCrop(3, 5, seed=1), (5, 6, 2))],
+    "RandomContrast": [layer(lambda: L.RandomContrast(0.3, value_range=(-3, 3), seed=1), (5, 6, 2))],
+    "RandomBrightness": [layer(lambda: L.RandomBrightness(0.3, value_range=(-3, 3), seed=1), (5, 6, 2))],
 }
 
 # Registry entries that are not layers a model computes with.

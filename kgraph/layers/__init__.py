@@ -77,6 +77,18 @@ from kgraph.layers.pooling import (  # noqa: F401
     MaxPooling2D,
     MaxPooling3D,
 )
+from kgraph.layers.preprocessing import (
+    CenterCrop,
+    RandomBrightness,
+    RandomContrast,
+    RandomCrop,
+    RandomFlip,
+    RandomRotation,
+    RandomTranslation,
+    RandomZoom,
+    Rescaling,
+    Resizing,
+)
 from kgraph.layers.recurrent import (
     GRU,
     LSTM,
@@ -126,6 +138,8 @@ ALL_OBJECTS += [Conv1D, Conv2D, Conv3D, Conv1DTranspose, Conv2DTranspose, Conv3D
                 Cropping2D, Cropping3D, Permute, RepeatVector]
 ALL_OBJECTS += [SimpleRNN, LSTM, GRU, SimpleRNNCell, LSTMCell, GRUCell, RNN, StackedRNNCells, Masking,
                 TimeDistributed, Bidirectional, Lambda]
+ALL_OBJECTS += [Rescaling, Resizing, CenterCrop, RandomFlip, RandomTranslation, RandomRotation, RandomZoom,
+                RandomCrop, RandomContrast, RandomBrightness]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
 
 # Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.
