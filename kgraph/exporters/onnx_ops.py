@@ -701,3 +701,19 @@ ONNX_OPS = {
 from kgraph.exporters.onnx_recurrent import ONNX_RECURRENT_OPS  # noqa: E402
 
 ONNX_OPS.update(ONNX_RECURRENT_OPS)
+
+
+# -- linear algebra (kgraph/ops/linalg_lapack.py): ONNX has Det, but no inverse, solve or factorization --
+def _det(e, node, x):
+    return e.op("Det", [e.cast(x, node.dtype)])
+
+
+def _slogdet(e, node, x):
+    """[sign, log|det|] from Det: it overflows where the determinant leaves the float range."""
+    value = e.op("Det", [e.cast(x, node.dtype)])
+    parts = [e.op("Unsqueeze", [e.op(op, [value]), e.ints([-1])]) for op in ("Sign", "Abs")]
+    parts[1] = e.op("Log", [parts[1]])
+    return e.op("Concat", parts, axis=-1)
+
+
+ONNX_OPS.update({"det": _det, "slogdet": _slogdet})

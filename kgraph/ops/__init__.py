@@ -69,3 +69,4 @@ from kgraph.ops.numpy_extra import *  # noqa: E402,F401,F403  (numpy-like compos
 from kgraph.ops.nn_extra import *  # noqa: E402,F401,F403  (nn compositions)
 from kgraph.ops.control import *  # noqa: E402,F401,F403  (control flow, searching, segments)
 from kgraph.ops.linalg_extra import *  # noqa: E402,F401,F403  (Cholesky, triangular solves)
+from kgraph.ops.linalg_lapack import *  # noqa: E402,F401,F403  (inv, solve, det, qr, svd, eigh, ...)

@@ -24,6 +24,7 @@ from kgraph.ops.shapes import num_elements
 conv_ops = importlib.import_module("kgraph.ops.conv")
 pool_ops = importlib.import_module("kgraph.ops.pool")
 recurrent_ops = importlib.import_module("kgraph.ops.recurrent")
+linalg_ops = importlib.import_module("kgraph.ops.linalg_lapack")
 
 JIT = '@njit(cache=True, error_model="numpy")'
 JIT_REDUCE = '@njit(cache=True, error_model="numpy", fastmath={"reassoc"})'
@@ -555,6 +556,7 @@ KERNEL_TEMPLATES = {
     "argmin": _arg_extremum, "reduced_count": _reduced_count,
     "random_uniform": random_ops.numba_template,
     **conv_ops.NUMBA_TEMPLATES, **pool_ops.NUMBA_TEMPLATES, **recurrent_ops.NUMBA_TEMPLATES,
+    **linalg_ops.NUMBA_TEMPLATES,
 }
 
 
