@@ -15,6 +15,7 @@ import scipy.ndimage as ndi
 from keras_reference import SKIP_REASON, keras_python
 
 from kgraph import ops
+from kgraph import random as krandom
 from kgraph.compiler.autodiff import gradients
 from kgraph.compiler.passes.pipeline import compile_graph
 from kgraph.ir import Graph, SymbolicTensor, tracing
@@ -346,6 +347,26 @@ def test_blur_sobel_ssim_and_patches():
     np.testing.assert_allclose(ops.image.extract_patches(volume, (2, 2, 3)), patches, atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["reflect", "constant"])
+def test_elastic_transform_reads_at_blurred_noise(mode):
+    x = _images((2, 8, 9, 3))
+    alpha, sigma = 3.0, 1.2
+    actual = np.asarray(ops.image.elastic_transform(x, alpha, sigma, fill_mode=mode, fill_value=0.4, seed=7))
+    # the same draw (seed 7), blurred here by scipy: one field moves both coordinates
+    noise = np.asarray(krandom.normal((2, 8, 9, 1), stddev=sigma, dtype="float64", seed=7))[..., 0]
+    size = int(6 * sigma) | 1
+    window = np.outer(_gauss(size, sigma), _gauss(size, sigma))
+    expected = np.zeros_like(x)
+    yy, xx = np.meshgrid(np.arange(8), np.arange(9), indexing="ij")
+    for b in range(2):
+        shift = alpha * ndi.correlate(noise[b], window, mode="constant")
+        for c in range(3):
+            expected[b, ..., c] = ndi.map_coordinates(x[b, ..., c], [yy + shift, xx + shift], order=1,
+                                                      mode=SCIPY_MODES[mode], cval=0.4, prefilter=False)
+    np.testing.assert_allclose(actual, expected, atol=1e-12)
+    np.testing.assert_allclose(ops.image.elastic_transform(x, 0.0, sigma, seed=7), x, atol=1e-12)
+
+
 def test_bad_arguments_are_refused_with_a_message():
     x = np.zeros((4, 4, 3), np.float32)
     with pytest.raises(ValueError, match="resize: interpolation must be one of"):
@@ -431,15 +452,18 @@ def test_an_unknown_batch_dimension_is_kept():
         x = SymbolicTensor(graph, graph.add_placeholder((None, 5, 6, 3), "float32", "x").id)
         t = SymbolicTensor(graph, graph.add_placeholder((None, 8), "float32", "t").id)
         outs = [ops.image.resize(x, (3, 4), interpolation="bicubic"), ops.image.affine_transform(x, t),
-                ops.image.rgb_to_hsv(x), ops.image.extract_patches(x, 2)]
+                ops.image.rgb_to_hsv(x), ops.image.extract_patches(x, 2),
+                ops.image.elastic_transform(x, 2.0, 1.0, seed=3)]
         graph.outputs = [o.node_id for o in outs]
-    assert [o.shape for o in outs] == [(None, 3, 4, 3), (None, 5, 6, 3), (None, 5, 6, 3), (None, 2, 3, 12)]
+    assert [o.shape for o in outs] == [(None, 3, 4, 3), (None, 5, 6, 3), (None, 5, 6, 3), (None, 2, 3, 12),
+                                       (None, 5, 6, 3)]
     images = _images((3, 5, 6, 3)).astype(np.float32)
     transforms = np.tile(np.array([0.9, 0.23, 0.41, -0.13, 1.1, -0.27, 0, 0], np.float32), (3, 1))
     values = evaluate(graph, [images, transforms])[0]
     np.testing.assert_allclose(values[0], _np_resize(images.astype(np.float64), (3, 4), "bicubic"), atol=1e-5)
     np.testing.assert_allclose(values[1], _np_affine(images.astype(np.float64), transforms.astype(np.float64), 1,
                                                      "constant", 0.0), atol=1e-5)
+    np.testing.assert_allclose(values[4], ops.image.elastic_transform(images, 2.0, 1.0, seed=3), atol=1e-5)
 
 
 # -- Keras 3 itself, when available --------------------------------------------------------------------

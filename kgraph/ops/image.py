@@ -611,3 +611,32 @@ def extract_patches(images, size, strides=None, dilation_rate=1, padding="valid"
 def extract_patches_3d(volumes, size, strides=None, dilation_rate=1, padding="valid", data_format=None):
     """Patches of volumes (depth, height, width) as channels."""
     return _patches(volumes, size, strides, dilation_rate, padding, data_format, 3, "extract_patches_3d")
+
+
+def elastic_transform(images, alpha=20.0, sigma=5.0, interpolation="bilinear", fill_mode="reflect", fill_value=0.0,
+                      seed=None, data_format=None):
+    """Elastic distortion: every pixel reads the input at its position plus alpha times Gaussian
+    noise (N(0, sigma^2)) blurred by a Gaussian of sigma, kernel int(6 sigma) | 1. As Keras 3 on JAX
+    does, one noise field moves both coordinates (the x and y draws share a seed)."""
+    from kgraph import random as krandom  # the seeded generators live above the ops
+
+    if interpolation not in INTERPOLATION_ORDERS:
+        raise ValueError(f"elastic_transform: interpolation must be one of {tuple(INTERPOLATION_ORDERS)}, "
+                         f"got {interpolation!r}")
+    _check_fill_mode(fill_mode, "elastic_transform")
+    x, restore = _layout(images, standardize_data_format(data_format), "elastic_transform")
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    if height is None or width is None or channels is None:
+        raise ValueError(f"elastic_transform: the height, width and channels must be static, got {tuple(x.shape)}")
+    alpha, sigma = float(alpha), float(sigma)
+    values = _float(x)
+    size = int(6 * sigma) | 1
+    noise = krandom.normal((x.shape[0], height, width, 1), stddev=sigma, dtype=str(values.dtype), seed=seed)
+    g = gaussian_kernel_1d(size, sigma)
+    shift = ops.reshape(ops.multiply(_depthwise(noise, np.outer(g, g), "same"), alpha), (-1, height * width))
+    yy, xx = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    ys = ops.add(shift, yy.reshape(1, -1).astype(values.dtype))
+    xs = ops.add(shift, xx.reshape(1, -1).astype(values.dtype))
+    out = _sample_images(values, ys, xs, INTERPOLATION_ORDERS[interpolation], fill_mode, fill_value)
+    out = ops.reshape(out, (-1, height, width, channels))
+    return restore(_back_to(out, x.dtype))
