@@ -332,3 +332,14 @@ def test_compiled_eig_with_complex_eigenvalues_raises():
     np.testing.assert_allclose(executable(np.array([[2.0, 0.0], [1.0, 3.0]]))[0], [2.0, 3.0])
     with pytest.raises(ValueError, match="eig: the matrix has complex eigenvalues"):
         executable(np.array([[0.0, -1.0], [1.0, 0.0]]))
+
+
+def test_onnx_export_names_the_op_it_cannot_export():
+    from kgraph.exporters import OnnxExportError, export_onnx
+
+    graph = Graph("linalg_onnx")
+    with tracing(graph):
+        x = SymbolicTensor(graph, graph.add_placeholder((3, 3), "float32", "x").id)
+        graph.outputs = [ops.qr(x)[0].node_id]
+    with pytest.raises(OnnxExportError, match="op 'qr'.*has no ONNX mapping"):
+        export_onnx(graph)
