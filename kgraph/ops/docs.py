@@ -75,6 +75,19 @@ def render():
         "- Control flow (`kgraph/ops/control.py`): `cond` and `switch` with a concrete predicate run one "
         "branch; with a traced one they trace every branch and select with `where`. `fori_loop` (int "
         "bounds), `scan` and `map` unroll; `while_loop` runs eagerly only.",
+        "- Fourier transforms (`kgraph/ops/fft.py`): complex values are (real, imag) tuples of float "
+        "tensors, as in Keras; `fft`, `fft2`, `ifft2`, `rfft`, `irfft` are matmuls against cos/sin DFT "
+        "matrices built at trace time (O(n^2) per row, for transformed axes up to a few thousand; "
+        "relative error against numpy.fft about 1e-15 in float64 and 4e-7 in float32 for n from 16 "
+        "to 4096); `stft` gathers its frames (reflect padding folded into the indices) and `istft` overlap-adds them.",
+        "- `kgraph/ops/math_extra.py`: `erfinv` (a polynomial start and two Newton steps on `erf`: "
+        "1e-15 relative error for |x| <= 0.99, conditioned by erf's rounding nearer to +-1), `i0` "
+        "(Cephes's Chebyshev series), `nextafter` (exact; compiled steps flush denormals to zero); "
+        "`gcd`, `lcm` (Euclid unrolled to the dtype's worst case), `bitwise_*` (a sum over the bits, "
+        "about 7 fused integer operations per bit) are exact and not differentiable; `histogram` traces "
+        "(int bins: a static shape); `bincount` traces only with `minlength` as its static length (larger "
+        "values are then not counted); `polar`, `view_as_complex` and `view_as_real` run eagerly only "
+        "(graphs hold real dtypes).",
         "- Keras's dtype rules: transcendental functions of int or bool inputs give float32; "
         "`trunc`, `round`, `nan_to_num` keep ints; `cumsum` of bools counts in int32.",
         "The name list is `kgraph/ops/keras_names.py`, generated from Keras by `tools/gen_keras_names.py`.",
