@@ -209,6 +209,23 @@ def test_backward_triton_matches_reference(case, dynamic):
                             f"{[x.shape for x in feed]}", rtol=1e-4, atol=1e-5 * scale)
 
 
+def test_a_fixed_slice_of_the_batch_refuses_a_smaller_batch():
+    """x[1:3] of a (None, 6) input has 2 rows whatever the batch: a batch of 2 would read past
+    the input's end, so the executable refuses it as the numba one does (found on an H100 by
+    bench/gpu_check.py, whose numpy reference clips instead)."""
+    from kgraph.compiler.passes.pipeline import compile_graph
+
+    graph = Graph("slice_of_the_batch")
+    with tracing(graph):
+        x = SymbolicTensor(graph, graph.add_placeholder((None, 6), "float32", "x").id)
+        graph.outputs = [bind("slice", [x], begin=(1, 0), end=(3, 6), step=(1, 2)).node_id]
+    feed = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for executable in (compile_graph_triton(graph), compile_graph(graph)):
+        np.testing.assert_array_equal(np.array(executable(feed)[0]), feed[1:3, ::2])
+        with pytest.raises(ValueError, match="smaller than the slice end 3"):
+            executable(feed[:2])
+
+
 def test_random_uniform_is_bit_identical_to_the_reference():
     graph = Graph("triton_random")
     with tracing(graph):

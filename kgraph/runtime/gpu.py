@@ -456,6 +456,8 @@ class GpuExecutable:
         state = self._states.get(n)
         if state is not None:
             return state
+        if n is not None and n < self.program.min_batch:
+            raise ValueError(f"slice: the batch is smaller than the slice end {self.program.min_batch}")
         state = _BatchState()
         for dtype in self.program.arena_dtypes:
             count = max(self.plan.arena_elements(dtype, n or 0), 1)
