@@ -19,6 +19,7 @@ from kgraph import random as krandom
 from kgraph.compiler.autodiff import gradients
 from kgraph.compiler.passes.pipeline import compile_graph
 from kgraph.ir import Graph, SymbolicTensor, tracing
+from kgraph.ops import image as image_ops
 
 FD_STEP = 1e-6
 SCIPY_MODES = {"constant": "grid-constant", "wrap": "grid-wrap", "nearest": "nearest", "mirror": "mirror",
@@ -276,6 +277,18 @@ def test_affine_transform_matches_scipy(mode, interpolation, order):
     np.testing.assert_allclose(actual, _np_affine(x, transform, order, mode, 0.3), atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", sorted(SCIPY_MODES))
+def test_axis_aligned_transform_matches_scipy(mode):
+    x = _images((2, 6, 7, 3))
+    for interpolation, order in (("nearest", 0), ("bilinear", 1)):
+        actual = image_ops.axis_aligned_transform(x, *[ALIGNED[:, i:i + 1] for i in range(4)], interpolation, mode, 0.3)
+        np.testing.assert_allclose(actual, _np_affine(x, ALIGNED_TRANSFORM, order, mode, 0.3), atol=1e-12)
+    first = image_ops.axis_aligned_transform(x.transpose(0, 3, 1, 2), 1.0, 0.37, 1.0, -1.41, fill_mode=mode,
+                                             data_format="channels_first")
+    expected = _np_affine(x, np.array([[1, 0, 0.37, 0, 1, -1.41, 0, 0]]), 1, mode, 0.0)
+    np.testing.assert_allclose(np.asarray(first).transpose(0, 2, 3, 1), expected, atol=1e-12)
+
+
 def test_affine_transform_layouts_and_projective_transforms():
     x = _images((2, 6, 7, 3))
     t = np.array([0.9, 0.23, 0.41, -0.13, 1.1, -0.27, 0, 0])
@@ -387,7 +400,14 @@ GRAD_TRANSFORM = np.array([[0.913, 0.237, 0.419, -0.131, 1.107, -0.273, 0.003, -
                            [1.193, 0.051, -1.093, 0.103, 0.797, 0.311, 0.0, 0.0]])
 AFFINE = np.array([1, 1, 1, 1, 1, 1, 0, 0])
 GRAD_COORDS = np.random.default_rng(4).uniform(-0.7, 5.6, (2, 3, 4))
+ALIGNED = np.array([[0.83, 0.37, 1.17, -0.41], [1.21, -0.73, 0.91, 0.29]])  # x scale, x offset, y scale, y offset
+ALIGNED_TRANSFORM = np.stack([ALIGNED[:, 0], 0 * ALIGNED[:, 0], ALIGNED[:, 1], 0 * ALIGNED[:, 0], ALIGNED[:, 2],
+                              ALIGNED[:, 3], 0 * ALIGNED[:, 0], 0 * ALIGNED[:, 0]], 1)
 GRAD_CASES = {  # name: (input, function of the traced input, numpy reference)
+    "axis_aligned_transform": (_images((2, 5, 6, 2)),
+                               lambda x: image_ops.axis_aligned_transform(x, *[ALIGNED[:, i:i + 1] for i in range(4)],
+                                                                          fill_mode="constant", fill_value=0.5),
+                               lambda x: _np_affine(x, ALIGNED_TRANSFORM, 1, "constant", 0.5)),
     "resize_bilinear_antialias": (_images((2, 5, 6, 2)), lambda x: ops.image.resize(x, (3, 8), antialias=True),
                                   lambda x: _np_resize(x, (3, 8), "bilinear", True)),
     "resize_bicubic": (_images((2, 5, 6, 2)), lambda x: ops.image.resize(x, (7, 4), interpolation="bicubic"),

@@ -148,6 +148,7 @@ def test_augmentation_trains_inside_a_compiled_fit():
     x = _images((16, 6, 7, 1))
     y = np.random.default_rng(1).random((16, 1)).astype(np.float32)
     model = keras.Sequential([keras.Input((6, 7, 1)), L.RandomFlip(seed=1), L.RandomRotation(0.1, seed=2),
+                              L.RandomTranslation(0.1, 0.2, seed=4), L.RandomZoom(0.2, seed=5),
                               L.RandomContrast(0.2, value_range=(0, 1), seed=3), L.Rescaling(2.0),
                               L.Resizing(4, 4), L.Flatten(), L.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
@@ -198,9 +199,14 @@ def test_configs_match_keras():
     assert run.returncode == 0, run.stderr[-2000:]
     expected = json.loads(run.stdout.strip().splitlines()[-1])
     for name, config in expected.items():
-        ours = json.loads(json.dumps(ALL[name]().get_config()))
+        layer = ALL[name]()
+        loaded = type(layer).from_config(config)  # Keras's config builds the same layer
+        ours = json.loads(json.dumps(layer.get_config()))
         config.pop("name"), ours.pop("name")
         assert ours == config, name
+        mine = json.loads(json.dumps(loaded.get_config()))
+        mine.pop("name")
+        assert mine == config, name
 
 
 def test_bad_arguments_are_refused_with_a_message():

@@ -19,6 +19,7 @@ from kgraph import random as krandom
 from kgraph.ir import SymbolicTensor, is_tracing
 from kgraph.layers.layer import Layer
 from kgraph.ops.conv import standardize_data_format
+from kgraph.ops.image import axis_aligned_transform
 
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")
 INTERPOLATIONS = ("nearest", "bilinear")
@@ -229,7 +230,8 @@ class RandomFlip(_RandomLayer):
 
 
 class _GeometricLayer(_RandomLayer):
-    """Augmentations that resample the image through ops.image.affine_transform."""
+    """Augmentations that resample the image through ops.image.affine_transform (translation and
+    zoom through its axis-aligned form, which is much cheaper)."""
 
     def __init__(self, fill_mode="reflect", interpolation="bilinear", seed=None, fill_value=0.0, data_format=None,
                  **kwargs):
@@ -251,6 +253,11 @@ class _GeometricLayer(_RandomLayer):
 
     def _check_factor(self, factor, name):
         return _factor_range(self, factor, (-1.0, 1.0), name)
+
+    def _axis_aligned(self, x, x_scale, x_offset, y_scale, y_offset):
+        return axis_aligned_transform(x, x_scale, x_offset, y_scale, y_offset, interpolation=self.interpolation,
+                                      fill_mode=self.fill_mode, fill_value=self.fill_value,
+                                      data_format=self.data_format)
 
 
 def _matrix(columns):
@@ -277,10 +284,12 @@ class RandomTranslation(_GeometricLayer):
             return -abs(factor), abs(factor)
         return self._check_factor(factor, name)
 
-    def _transform(self, x, height, width):
-        dy = ops.multiply(self._uniform(x, (1,), self.height_lower, self.height_upper), float(height))
-        dx = ops.multiply(self._uniform(x, (1,), self.width_lower, self.width_upper), float(width))
-        return _matrix([1.0, 0.0, ops.negative(dx), 0.0, 1.0, ops.negative(dy), 0.0, 0.0])
+    def _augment(self, x):
+        h_axis, w_axis = self._axes(4)
+        dy = ops.multiply(self._uniform(x, (1,), self.height_lower, self.height_upper), float(x.shape[h_axis]))
+        dx = ops.multiply(self._uniform(x, (1,), self.width_lower, self.width_upper), float(x.shape[w_axis]))
+        # the transform [1, 0, -dx, 0, 1, -dy, 0, 0], resampled by rows and columns
+        return self._axis_aligned(x, 1.0, ops.negative(dx), 1.0, ops.negative(dy))
 
     def get_config(self):
         config = super().get_config()
@@ -327,13 +336,16 @@ class RandomZoom(_GeometricLayer):
         if width_factor is not None:
             self.width_lower, self.width_upper = RandomTranslation._symmetric(self, width_factor, "width_factor")
 
-    def _transform(self, x, height, width):
+    def _augment(self, x):
+        h_axis, w_axis = self._axes(4)
+        height, width = x.shape[h_axis], x.shape[w_axis]
         zy = self._uniform(x, (1,), 1.0 + self.height_lower, 1.0 + self.height_upper)
         zx = zy if self.width_factor is None else self._uniform(x, (1,), 1.0 + self.width_lower,
                                                                 1.0 + self.width_upper)
         x_offset = ops.multiply((width - 1) / 2.0, ops.subtract(1.0, zx))
         y_offset = ops.multiply((height - 1) / 2.0, ops.subtract(1.0, zy))
-        return _matrix([zx, 0.0, x_offset, 0.0, zy, y_offset, 0.0, 0.0])
+        # the transform [zx, 0, x_offset, 0, zy, y_offset, 0, 0], resampled by rows and columns
+        return self._axis_aligned(x, zx, x_offset, zy, y_offset)
 
     def get_config(self):
         config = super().get_config()

@@ -379,6 +379,39 @@ def _sample_images(x, ys, xs, order, fill_mode, fill_value):
     return out
 
 
+def axis_aligned_transform(images, x_scale, x_offset, y_scale, y_offset, interpolation="bilinear",
+                           fill_mode="constant", fill_value=0.0, data_format=None):
+    """affine_transform for the transforms [x_scale, 0, x_offset, 0, y_scale, y_offset, 0, 0], each
+    argument a number or a (batch, 1) tensor. Rows and columns resample independently, so this is
+    two batched matmuls, O(H W (H + W) C) per image where a general transform costs O((H W)^2 C):
+    what the translation and zoom layers use."""
+    if interpolation not in INTERPOLATION_ORDERS:
+        raise ValueError(f"axis_aligned_transform: interpolation must be one of {tuple(INTERPOLATION_ORDERS)}, "
+                         f"got {interpolation!r}")
+    _check_fill_mode(fill_mode, "axis_aligned_transform")
+    x, restore = _layout(images, standardize_data_format(data_format), "axis_aligned_transform")
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    values = _float(x)
+    order = INTERPOLATION_ORDERS[interpolation]
+
+    def coordinates(scale, offset, size):
+        grid = np.arange(size, dtype=values.dtype).reshape(1, -1)
+        return ops.add(ops.multiply(ops.cast(scale, values.dtype), grid), ops.cast(offset, values.dtype))
+
+    ky = _axis_weights(coordinates(y_scale, y_offset, height), height, order, fill_mode, values.dtype)  # (N, H, H)
+    kx = _axis_weights(coordinates(x_scale, x_offset, width), width, order, fill_mode, values.dtype)  # (N, W, W)
+    rows = ops.matmul(ky, ops.reshape(values, (-1, height, width * channels)))  # (N, H, W C)
+    columns = ops.reshape(ops.transpose(ops.reshape(rows, (-1, height, width, channels)), (0, 2, 1, 3)),
+                          (-1, width, height * channels))
+    out = ops.reshape(ops.matmul(kx, columns), (-1, width, height, channels))  # (N, W, H C)
+    out = ops.transpose(out, (0, 2, 1, 3))
+    if fill_mode == "constant" and not (isinstance(fill_value, (int, float)) and fill_value == 0):
+        inside = ops.multiply(ops.expand_dims(ops.sum(ky, axis=-1), -1), ops.expand_dims(ops.sum(kx, axis=-1), 1))
+        outside = ops.expand_dims(ops.subtract(1.0, inside), -1)
+        out = ops.add(out, ops.multiply(outside, ops.cast(fill_value, values.dtype)))
+    return restore(_back_to(out, x.dtype))
+
+
 def _transformed(images, transform, interpolation, fill_mode, fill_value, data_format, name):
     """Images resampled at the projective map of each output pixel (x, y) to the input pixel
     ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1."""
