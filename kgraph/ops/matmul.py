@@ -92,10 +92,14 @@ def dot(x1, x2):
 
 
 # -- numba kernel (compiled once by the backend, see kgraph.ops.kernels) ---------------------------------
-# A 2-D GEMM split by rows of the result over the threads of one numba parallel region, each
-# block one single-threaded BLAS call: one thread pool (numba's), never BLAS's own threads,
-# which busy-wait against other work (measured here: 20x slower under load).
-MIN_WORK_PER_THREAD = 1 << 21  # multiply-adds below which a second thread costs more than it saves
+# A 2-D GEMM over the threads of one numba parallel region, each block one single-threaded
+# BLAS call: one thread pool (numba's), never BLAS's own threads, which spin after each call
+# against the next kernel's threads and other work (measured here: 20x slower under load).
+# The product is split along the larger of m and n: each call packs the operand whose rows
+# (or columns) it owns, plus all of the other one, so splitting the larger side packs the
+# least twice. Products under two blocks of MIN_WORK_PER_THREAD run as one call: below that
+# a second thread saved no time in a training step (docs/design.md, "GEMM threading").
+MIN_WORK_PER_THREAD = 1 << 23  # multiply-adds per thread below which a split costs more than it saves
 
 gemm = blas_get_threads = blas_set_threads = None  # provided by the backend when it loads the kernels
 prange = range
@@ -110,25 +114,36 @@ def denormals_restore(state):
 
 
 @numba_kernel(parallel=True)
-def _gemm_rows(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, itemsize, threads):
-    work = m * n * k
-    nt = max(1, min(threads, m, work // MIN_WORK_PER_THREAD))
-    if nt == 1:
-        gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 0.0, itemsize)
-        return
-    saved = blas_get_threads()
-    blas_set_threads(1)
+def _gemm_blocks(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, itemsize, nt):
+    """nt threads, each one block of rows of C (when m > n) or of its columns."""
     for t in prange(nt):
         fp_state = denormals_off()  # (each worker thread flushes denormals too)
-        r0 = t * m // nt
-        r1 = (t + 1) * m // nt
-        offset = r0 * itemsize if ta else r0 * lda * itemsize
-        gemm(ta, tb, r1 - r0, n, k, a + offset, lda, b, ldb, c + r0 * ldc * itemsize, ldc, 0.0, itemsize)
+        if n >= m:
+            c0 = t * n // nt
+            c1 = (t + 1) * n // nt
+            offset = c0 * ldb * itemsize if tb else c0 * itemsize
+            gemm(ta, tb, m, c1 - c0, k, a, lda, b + offset, ldb, c + c0 * itemsize, ldc, 0.0, itemsize)
+        else:
+            r0 = t * m // nt
+            r1 = (t + 1) * m // nt
+            offset = r0 * itemsize if ta else r0 * lda * itemsize
+            gemm(ta, tb, r1 - r0, n, k, a + offset, lda, b, ldb, c + r0 * ldc * itemsize, ldc, 0.0, itemsize)
         denormals_restore(fp_state)
+
+
+@numba_kernel()
+def _gemm_threads(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, itemsize, threads):
+    nt = max(1, min(threads, max(m, n), m * n * k // MIN_WORK_PER_THREAD))
+    saved = blas_get_threads()
+    blas_set_threads(1)  # (also for one call: BLAS would start its own threads above ~0.3M multiply-adds)
+    if nt == 1:
+        gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 0.0, itemsize)
+    else:
+        _gemm_blocks(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, itemsize, nt)
     blas_set_threads(saved)
 
 
 @numba_entry(13)
-def gemm_rows(itemsize, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, threads):
-    """C (m x n) = op(A) @ op(B), row-major on addresses (see blas.gemm), over `threads` threads."""
-    _gemm_rows(ta != 0, tb != 0, m, n, k, a, lda, b, ldb, c, ldc, itemsize, threads)
+def gemm_threads(itemsize, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, threads):
+    """C (m x n) = op(A) @ op(B), row-major on addresses (see blas.gemm), over up to `threads` threads."""
+    _gemm_threads(ta != 0, tb != 0, m, n, k, a, lda, b, ldb, c, ldc, itemsize, threads)

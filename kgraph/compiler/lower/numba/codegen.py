@@ -96,16 +96,20 @@ def _indent(lines, depth):
     return ["    " * depth + line for line in lines]
 
 
-def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=None, extras=None):
+def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=None, extras=None,
+                      aliases=None):
     """Loop nest writing the members' result into `out_name`.
 
     externals: {value id: argument name}; in_place: a value id read from `out_name` itself
     at the same index (a matmul result its epilogue overwrites); extras: {member id:
-    argument name} of further members to store. Every element's stores follow all its
-    loads, so an output may overwrite an input of the same shape.
+    argument name} of further members to store; aliases: {input id: the name of the output
+    argument (`out_name` or an extra's) that is the same array}, read through that output.
+    Every element's stores follow all its loads, so an output may overwrite an input of
+    the same shape.
     """
     rank = len(out_shape)
     extras = extras or {}
+    aliases = aliases or {}
     body = []
     scalar_inputs = {i for i in externals if num_elements(graph.node(i).shape) == 1
                      and graph.node(i).shape != out_shape}
@@ -115,12 +119,14 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
     if full or rank <= 1:
         body.append(f"o_flat = {out_name}.reshape(-1)")
         for i in externals:
-            if i not in scalar_inputs:
+            if i not in scalar_inputs and i not in aliases:
                 body.append(f"f_{externals[i]} = {externals[i]}.reshape(-1)")
 
         def load(i):
-            if i == in_place:
+            if i == in_place or aliases.get(i) == out_name:
                 return "o_flat[j]"
+            if i in aliases:
+                return f"g_{aliases[i]}[j]"
             node = graph.node(i)
             if _is_inlined_constant(node):
                 return _scalar_literal(node)
@@ -144,7 +150,7 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
     for name in extras.values():
         body.append("    " * depth + f"q_{name} = {name}[{lead}]")
     for i in externals:
-        if i in scalar_inputs:
+        if i in scalar_inputs or i in aliases:
             continue
         shape = graph.node(i).shape
         offset = rank - len(shape)
@@ -156,8 +162,10 @@ def _elementwise_body(graph, members, out_shape, externals, out_name, in_place=N
         body.append("    " * depth + f"r_{externals[i]} = {row}")
 
     def load(i):
-        if i == in_place:
+        if i == in_place or aliases.get(i) == out_name:
             return "o_row[j]"
+        if i in aliases:
+            return f"q_{aliases[i]}[j]"
         node = graph.node(i)
         if _is_inlined_constant(node):
             return _scalar_literal(node)
@@ -201,7 +209,13 @@ class KernelWriter:
         externals, arg_names = self._external_args(group)
         out_shape = self.graph.node(group.output).shape
         extras = {i: f"e{k}" for k, i in enumerate(group.extra_outputs)}
-        body = _elementwise_body(self.graph, group.nodes, out_shape, arg_names, "out", extras=extras)
+        # An input that is also an output (an optimizer's update in place) is read through the
+        # output: one pointer at one index, which LLVM vectorizes; through two pointers to one
+        # array its overlap check fails and the scalar loop runs (Adam's update 3.4x slower).
+        written = {self.names[o]: name for o, name in [*extras.items(), (group.output, "out")] if o in self.names}
+        aliases = {i: written[self.names[i]] for i in externals if i in self.names and self.names[i] in written}
+        body = _elementwise_body(self.graph, group.nodes, out_shape, arg_names, "out", extras=extras,
+                                 aliases=aliases)
         name = self._emit("loop", list(arg_names.values()) + list(extras.values()) + ["out"], body)
         return name, externals
 
@@ -225,7 +239,7 @@ class KernelWriter:
         rank = len(node.shape)
         if rank == 2 and node.dtype in ("float32", "float64") and all(
                 graph.node(i).dtype == node.dtype for i in (a_id, b_id)):
-            body = self._gemm_rows(node)
+            body = self._gemm(node)
         elif rank == 2:
             body = [f"np.dot({operand_a}, {operand_b}, out)"]
         else:
@@ -238,9 +252,9 @@ class KernelWriter:
         name = self._emit("matmul", args, body)
         return name, [a_id, b_id] + externals
 
-    def _gemm_rows(self, node):
-        """A 2-D GEMM through kgraph.ops.matmul's kernel: rows split over numba's threads,
-        single-threaded BLAS in each (BLAS's own threads spin against other work)."""
+    def _gemm(self, node):
+        """A 2-D GEMM through kgraph.ops.matmul's kernel: large products split over numba's
+        threads, single-threaded BLAS in each (BLAS's own threads spin against other work)."""
         import numba
 
         self.kernel_modules.add("kgraph.ops.matmul")
@@ -251,7 +265,7 @@ class KernelWriter:
                 "    for j in range(flat.shape[0]):",
                 "        flat[j] = 0",
                 "elif out.size:",
-                f"    gemm_rows({np.dtype(node.dtype).itemsize}, {int(ta)}, {int(tb)}, out.shape[0], out.shape[1], "
+                f"    gemm_threads({np.dtype(node.dtype).itemsize}, {int(ta)}, {int(tb)}, out.shape[0], out.shape[1], "
                 f"{inner}, ma.ctypes.data, ma.shape[1], mb.ctypes.data, mb.shape[1], out.ctypes.data, out.shape[1], "
                 f"{int(numba.config.NUMBA_NUM_THREADS)})"]
 
