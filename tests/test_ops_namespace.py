@@ -22,7 +22,7 @@ def test_a_missing_keras_function_raises_a_clear_error():
     with pytest.raises(UnsupportedOpError, match=r"kgraph\.ops\.nn\.ctc_decode is not supported"):
         _ = ops.nn.ctc_decode
     assert not hasattr(ops, name)  # also an AttributeError: hasattr and getattr(..., default) work
-    assert getattr(ops.linalg, "lstsq", None) is None
+    assert getattr(ops.nn, name, None) is None
 
 
 def test_a_name_keras_does_not_have_is_a_plain_attribute_error():
