@@ -69,6 +69,8 @@ from kgraph.ops.numpy_extra import *  # noqa: E402,F401,F403  (numpy-like compos
 from kgraph.ops.nn_extra import *  # noqa: E402,F401,F403  (nn compositions)
 from kgraph.ops.control import *  # noqa: E402,F401,F403  (control flow, searching, segments)
 from kgraph.ops.linalg_extra import *  # noqa: E402,F401,F403  (Cholesky, triangular solves)
+from kgraph.ops.structural import *  # noqa: E402,F401,F403  (scatter, unique, rearrange, custom_gradient, ...)
+from kgraph.ops.nn_structural import *  # noqa: E402,F401,F403  (fold/unfold, adaptive pooling, CTC)
 from kgraph.ops.linalg_lapack import *  # noqa: E402,F401,F403  (inv, solve, det, qr, svd, eigh, ...)
 from kgraph.ops.fft import *  # noqa: E402,F401,F403  (fft family: DFT matrices)
 from kgraph.ops.math_extra import *  # noqa: E402,F401,F403  (special, integer, bitwise, NaN quantiles)

@@ -88,6 +88,18 @@ def render():
         "(int bins: a static shape); `bincount` traces only with `minlength` as its static length (larger "
         "values are then not counted); `polar`, `view_as_complex` and `view_as_real` run eagerly only "
         "(graphs hold real dtypes).",
+        "- `kgraph/ops/structural.py`, `nn_structural.py`: `scatter` and `scatter_update` (add) scatter-add "
+        "at flattened linear indices (`take_grad`); `scatter_update`'s default last-write-wins and its "
+        "max/min/mul reductions compare the N indices (O(N^2) or O(N x rows)); `unique` traces only with its "
+        "static `size` (sort, then one-hot compaction, O(n x size)); `nonzero`, `view`, boolean-mask "
+        "`get_item` and `ctc_decode` (greedy and prefix beam search) run eagerly only; `associative_scan` is "
+        "a log-depth (Hillis-Steele) scan; `vectorize` unrolls over the broadcast elements; `rearrange` is a "
+        "reshape, transpose, reshape; `unfold`/`fold` are one gather/scatter-add with a constant patch-index "
+        "table; adaptive pooling is a plain pool when every axis divides evenly, else one reduction per "
+        "output cell per axis; `ctc_loss` is the alpha recursion of `kgraph.losses.ctc`, unrolled over time. "
+        "`custom_gradient` records one `custom_gradient` op: the identity on the (stop-gradient) output, "
+        "whose gradient rule calls the user's function for the arguments; the simplifier removes it after "
+        "autodiff.",
         "- Keras's dtype rules: transcendental functions of int or bool inputs give float32; "
         "`trunc`, `round`, `nan_to_num` keep ints; `cumsum` of bools counts in int32.",
         "The name list is `kgraph/ops/keras_names.py`, generated from Keras by `tools/gen_keras_names.py`.",

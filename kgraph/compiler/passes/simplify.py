@@ -80,7 +80,7 @@ def _constant_equals(graph, node_id, scalar):
 
 def simplify_algebra(graph: Graph) -> int:
     """Identities that keep shape and dtype: x*1, x+0, x-0, x/1, --x, identity casts,
-    stop_gradient (after autodiff it is the identity), reshape chains, and 2-D
+    stop_gradient and custom_gradient (after autodiff they are the identity), reshape chains, and 2-D
     transposes folded into matmul's transpose flags."""
     changes = 0
     for node in graph.nodes():
@@ -92,7 +92,8 @@ def simplify_algebra(graph: Graph) -> int:
         def same(i, node=node):
             return graph.node(i).shape == node.shape and graph.node(i).dtype == node.dtype
 
-        if node.op == "stop_gradient" or (node.op == "cast" and graph.node(ins[0]).dtype == node.dtype):
+        identity_cast = node.op == "cast" and graph.node(ins[0]).dtype == node.dtype
+        if node.op in ("stop_gradient", "custom_gradient") or identity_cast:
             replacement = ins[0]
         elif node.op in ("multiply",):
             for a, b in ((0, 1), (1, 0)):
