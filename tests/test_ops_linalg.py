@@ -89,6 +89,11 @@ CASES = {
     "lstsq": (["tall", "tall_rhs"], ops.lstsq, lambda a, b: np.linalg.lstsq(a, b)[0]),
     "lstsq_vector": (["tall", "vector"], lambda a, b: ops.lstsq(ops.transpose(a)[:, :3], b),
                      lambda a, b: np.linalg.lstsq(a.T[:, :3], b)[0]),
+    "norm_nuc": (["tall"], lambda x: ops.norm(x, ord="nuc"), lambda x: np.linalg.norm(x, "nuc")),
+    "norm_spectral": (["square"], lambda x: ops.norm(x, ord=2, axis=(-1, -2), keepdims=True),
+                      lambda x: np.linalg.norm(x, 2, axis=(-1, -2), keepdims=True)),
+    "norm_smallest": (["wide"], lambda x: ops.norm(x, ord=-2, axis=(1, 0)),
+                      lambda x: np.linalg.norm(x, -2, axis=(1, 0))),
 }
 # Not differentiable (integer results, or no gradient rule): checked forward only.
 FORWARD_CASES = {
@@ -114,6 +119,9 @@ FACTORS = {
 }
 
 
+JVP_TANGENT = np.random.default_rng(9).standard_normal((2, 3, 3))
+
+
 @pytest.fixture(scope="module")
 def compiled():
     """One float64 graph: every case's output, d sum(f * w) / d input for CASES, and FACTORS."""
@@ -136,6 +144,10 @@ def compiled():
         for name, (source, fn) in FACTORS.items():
             index["factors/" + name] = len(graph.outputs)
             graph.outputs += [f.node_id for f in fn(symbols[source])]
+        # forward mode on symbolic tensors: (inv, det) along a fixed tangent
+        _, pushed = ops.linalg.jvp(lambda x: (ops.inv(x), ops.det(x)), (symbols["square"],), (JVP_TANGENT,))
+        index["jvp"] = len(graph.outputs)
+        graph.outputs += [p.node_id for p in pushed]
     executable = compile_graph(graph)
     outputs = [np.array(o) for o in executable(*[values[n] for n in values])]
     return values, outputs, index, weights
@@ -334,6 +346,28 @@ def test_compiled_eig_with_complex_eigenvalues_raises():
         executable(np.array([[0.0, -1.0], [1.0, 0.0]]))
 
 
+def test_onnx_inverse_and_solve_through_the_adjugate():
+    import onnxruntime as ort
+
+    from kgraph.exporters.onnx import convert
+
+    graph = Graph("linalg_onnx_inverse")
+    with tracing(graph):
+        a = SymbolicTensor(graph, graph.add_placeholder((None, 5, 5), "float64", "a").id)
+        b = SymbolicTensor(graph, graph.add_placeholder((None, 5, 2), "float64", "b").id)
+        graph.outputs = [ops.inv(a).node_id, ops.solve(a, b).node_id, ops.det(a).node_id]
+    graph.output_names = ["inverse", "solution", "det"]
+    model, _ = convert(graph)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    a_value, b_value = rng.standard_normal((3, 5, 5)) + 3 * np.eye(5), rng.standard_normal((3, 5, 2))
+    inverse, solution, det = session.run(None, {"a": a_value, "b": b_value})
+    # onnxruntime's Det is float32 only: float64 matrices go through float32 determinants
+    np.testing.assert_allclose(inverse, np.linalg.inv(a_value), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(solution, np.linalg.solve(a_value, b_value), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(det, np.linalg.det(a_value), rtol=1e-6)
+
+
 def test_onnx_export_names_the_op_it_cannot_export():
     from kgraph.exporters import OnnxExportError, export_onnx
 
@@ -343,3 +377,116 @@ def test_onnx_export_names_the_op_it_cannot_export():
         graph.outputs = [ops.qr(x)[0].node_id]
     with pytest.raises(OnnxExportError, match="op 'qr'.*has no ONNX mapping"):
         export_onnx(graph)
+
+
+# -- jvp -------------------------------------------------------------------------------------------------
+def _directional(fn, xs, ts, step=1e-6):
+    """Central differences of numpy function fn along ts."""
+    plus = fn(*[x + step * t for x, t in zip(xs, ts)])
+    minus = fn(*[x - step * t for x, t in zip(xs, ts)])
+    return [(p - m) / (2 * step) for p, m in zip(plus, minus)]
+
+
+def test_compiled_jvp_matches_directional_differences(compiled):
+    values, outputs, index, _ = compiled
+    start = index["jvp"]
+    expected = _directional(lambda x: (np.linalg.inv(x), np.linalg.det(x)), [values["square"]], [JVP_TANGENT])
+    for actual, wanted, name in zip(outputs[start:start + 2], expected, ("inv", "det")):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_jvp_eagerly_with_structures_and_aux():
+    rng = np.random.default_rng(4)
+    x, w, tx, tw = (rng.standard_normal(s) for s in ((2, 4), (4, 3), (2, 4), (4, 3)))
+
+    def fn(x, w):
+        y = ops.matmul(x, w)
+        return {"softmax": ops.softmax(ops.tanh(y)), "sum": ops.sum(ops.square(y))}, y
+
+    def np_fn(x, w):
+        z = np.exp(np.tanh(x @ w))
+        return z / z.sum(-1, keepdims=True), np.sum((x @ w) ** 2)
+
+    primals_out, tangents_out, aux = ops.linalg.jvp(fn, (x, w), (tx, tw), has_aux=True)
+    softmax, total = np_fn(x, w)
+    np.testing.assert_allclose(primals_out["softmax"], softmax, rtol=1e-12)
+    np.testing.assert_allclose(aux, x @ w, rtol=1e-12)
+    d_softmax, d_total = _directional(np_fn, [x, w], [tx, tw])
+    np.testing.assert_allclose(tangents_out["softmax"], d_softmax, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(tangents_out["sum"], d_total, rtol=1e-6)
+    primal, tangent = ops.jvp(ops.sin, (np.float32(0.1),), (np.float32(0.2),))  # Keras's docstring example
+    np.testing.assert_allclose([primal, tangent], [np.sin(0.1), 0.2 * np.cos(0.1)], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"jvp: a tangent of shape \(3,\) for a primal of shape \(2,\)"):
+        ops.jvp(ops.sin, (np.ones(2),), (np.ones(3),))
+    with pytest.raises(ValueError, match="jvp: primals and tangents must have the same structure"):
+        ops.jvp(ops.add, (np.ones(2), np.ones(2)), (np.ones(2),))
+
+
+# -- Keras 3 itself (optional: KGRAPH_KERAS_PYTHON) ---------------------------------------------------
+_KERAS_LINALG = """
+import sys
+import numpy as np
+from keras import ops
+data = dict(np.load(sys.argv[1]))
+x, spd, tall, rhs = data["square"], data["spd"], data["tall"], data["tall_rhs"]
+out = {}
+out["inv"] = ops.inv(x)
+out["solve"] = ops.solve(x, data["rhs"])
+out["det"] = ops.det(x)
+out["slogdet_sign"], out["slogdet_log"] = ops.slogdet(x)
+out["logdet"] = ops.logdet(spd)
+out["lstsq"] = ops.lstsq(tall, rhs)
+out["pinv"] = ops.pinv(tall)
+out["matrix_rank"] = ops.matrix_rank(data["low_rank"])
+out["singular_values"] = ops.svd(x, compute_uv=False)
+out["eigenvalues"] = ops.eigh(spd)[0]
+out["lu"], out["pivots"] = ops.lu_factor(x)
+out["qr_r_diagonal"] = np.abs(np.diagonal(ops.convert_to_numpy(ops.qr(tall)[1]), axis1=-2, axis2=-1))
+for mode in ("reduced", "complete"):
+    out["qr_shapes_" + mode] = np.array([ops.qr(tall, mode=mode)[i].shape for i in range(2)])
+for full in (True, False):
+    out["svd_shapes_" + str(full)] = np.array([ops.svd(tall, full_matrices=full)[i].shape[-1] for i in range(3)])
+out["norm_nuc"] = ops.norm(tall, ord="nuc")
+out["jvp"] = ops.jvp(ops.inv, (x[0],), (data["rhs"][0, :, :1] @ data["rhs"][0, :, 1:].T,))[1]
+np.savez(sys.argv[2], **{k: ops.convert_to_numpy(v) for k, v in out.items()})
+"""
+
+
+def test_matches_keras(tmp_path):
+    import os
+    import subprocess
+
+    from keras_reference import SKIP_REASON, keras_python
+
+    python = keras_python()
+    if python is None:
+        pytest.skip(SKIP_REASON)
+    values = {k: v.astype(np.float32) for k, v in _inputs().items()}
+    np.savez(tmp_path / "in.npz", **values)
+    (tmp_path / "run.py").write_text(_KERAS_LINALG)
+    env = dict(os.environ, KERAS_BACKEND=os.environ.get("KGRAPH_KERAS_BACKEND", "jax"))
+    subprocess.run([python, str(tmp_path / "run.py"), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                   check=True, env=env, capture_output=True)
+    keras = dict(np.load(tmp_path / "out.npz"))
+    x, spd, tall = values["square"], values["spd"], values["tall"]
+    ours = {"inv": ops.inv(x), "solve": ops.solve(x, values["rhs"]), "det": ops.det(x),
+            "slogdet_sign": ops.slogdet(x)[0], "slogdet_log": ops.slogdet(x)[1], "logdet": ops.logdet(spd),
+            "lstsq": ops.lstsq(tall, values["tall_rhs"]), "pinv": ops.pinv(tall),
+            "matrix_rank": ops.matrix_rank(values["low_rank"]), "singular_values": ops.svd(x, compute_uv=False),
+            "eigenvalues": ops.eigh(spd)[0], "lu": ops.lu_factor(x)[0], "pivots": ops.lu_factor(x)[1],
+            "qr_r_diagonal": np.abs(np.diagonal(ops.qr(tall)[1], axis1=-2, axis2=-1)),
+            "norm_nuc": ops.norm(tall, ord="nuc"),
+            "jvp": ops.jvp(ops.inv, (x[0],), (values["rhs"][0, :, :1] @ values["rhs"][0, :, 1:].T,))[1]}
+    for mode in ("reduced", "complete"):
+        ours["qr_shapes_" + mode] = np.array([t.shape for t in ops.qr(tall, mode=mode)])
+    for full in (True, False):
+        ours["svd_shapes_" + str(full)] = np.array([t.shape[-1] for t in ops.svd(tall, full_matrices=full)])
+    assert sorted(ours) == sorted(keras)
+    for name, value in ours.items():
+        value = np.asarray(value)
+        assert value.shape == keras[name].shape, f"{name}: shape {value.shape}, Keras {keras[name].shape}"
+        if keras[name].dtype.kind in "iu":
+            assert value.dtype == keras[name].dtype, f"{name}: dtype {value.dtype}, Keras {keras[name].dtype}"
+            np.testing.assert_array_equal(value, keras[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(value, keras[name], rtol=1e-4, atol=1e-5, err_msg=name)

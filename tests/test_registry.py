@@ -29,10 +29,10 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
     "rnn_weight_grad": {"triton": "the recurrent kernels' gradient contraction has no Triton kernel yet"},
     "sequence_matmul": {"triton": "the recurrent layers' input projection has no Triton kernel yet"},
     **{name: {"triton": "LAPACK on the GPU (cuSOLVER) is not wired in: linear algebra runs with numba on the CPU",
-              "onnx": "ONNX has no inverse, solve or matrix factorization op (Det only)"}
-       for name in ("inv", "solve", "qr", "svd", "eigh", "eig", "pinv", "lu_factor")},
+              "onnx": "ONNX has no matrix factorization op (Det only; inv and solve go through the adjugate)"}
+       for name in ("qr", "svd", "eigh", "eig", "pinv", "lu_factor")},
     **{name: {"triton": "LAPACK on the GPU (cuSOLVER) is not wired in: linear algebra runs with numba on the CPU"}
-       for name in ("det", "slogdet")},
+       for name in ("det", "slogdet", "inv", "solve")},
 }
 CORE_CONCERNS = ("shape", "reference", "grad")
 BACKENDS = ("numba", "triton", "onnx")

@@ -12,6 +12,7 @@ import networkx as nx
 from kgraph import ops
 from kgraph.ir import SymbolicTensor, tracing
 from kgraph.ops import get_op
+from kgraph.ops.elementwise import is_float
 from kgraph.ops.registry import GradContext
 
 
@@ -61,3 +62,33 @@ def gradients(graph, target_id, source_ids):
             else:
                 results.append(ops.zeros_like(SymbolicTensor(graph, source)).node_id)
     return results
+
+
+
+def jvp(graph, output_ids, source_ids, tangent_ids):
+    """Node ids of the forward-mode derivative J t of each output along the tangents (one per
+    source), by transposing reverse mode: for cotangents u of the outputs, g(u) = J^T u is
+    linear in u, so J t = d<g(u), t>/du. Outputs of a non-float dtype get zeros."""
+    with tracing(graph):
+        outputs = [SymbolicTensor(graph, o) for o in output_ids]
+        floats = [k for k, y in enumerate(outputs) if is_float(y.dtype)]
+        results = [ops.zeros_like(y).node_id for y in outputs]
+        if not floats:
+            return results
+        # fresh nodes standing for u (the result never reads their value)
+        cotangents = {k: ops.stop_gradient(ops.zeros_like(outputs[k])) for k in floats}
+        pairing = _total([ops.sum(ops.multiply(outputs[k], cotangents[k])) for k in floats])
+        pulled = [SymbolicTensor(graph, g) for g in gradients(graph, pairing.node_id, list(source_ids))]
+        tangents = [ops.cast(SymbolicTensor(graph, t), g.dtype) for g, t in zip(pulled, tangent_ids)]
+        transposed = _total([ops.sum(ops.multiply(g, t)) for g, t in zip(pulled, tangents)])
+        pushed = gradients(graph, transposed.node_id, [cotangents[k].node_id for k in floats])
+        for k, node_id in zip(floats, pushed):
+            results[k] = node_id
+        return results
+
+
+def _total(terms):
+    total = terms[0]
+    for term in terms[1:]:
+        total = ops.add(total, term)
+    return total

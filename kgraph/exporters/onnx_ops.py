@@ -704,17 +704,48 @@ from kgraph.exporters.onnx_recurrent import ONNX_RECURRENT_OPS  # noqa: E402
 ONNX_OPS.update(ONNX_RECURRENT_OPS)
 
 
-# -- linear algebra (kgraph/ops/linalg_lapack.py): ONNX has Det, but no inverse, solve or factorization --
+# -- linear algebra (kgraph/ops/linalg_lapack.py): ONNX has Det, no inverse or factorization -----------
+def _det_of(e, name, dtype):
+    """Det of ONNX value `name`; onnxruntime has Det for float32 only, so float64 (and float16)
+    matrices are computed in float32 (about 1e-7 relative, times the condition number)."""
+    if dtype == "float32":
+        return e.op("Det", [name])
+    return e.cast_name(e.op("Det", [e.cast_name(name, "float32")]), dtype)
+
+
 def _det(e, node, x):
-    return e.op("Det", [e.cast(x, node.dtype)])
+    return _det_of(e, e.cast(x, node.dtype), node.dtype)
 
 
 def _slogdet(e, node, x):
     """[sign, log|det|] from Det: it overflows where the determinant leaves the float range."""
-    value = e.op("Det", [e.cast(x, node.dtype)])
+    value = _det_of(e, e.cast(x, node.dtype), node.dtype)
     parts = [e.op("Unsqueeze", [e.op(op, [value]), e.ints([-1])]) for op in ("Sign", "Abs")]
     parts[1] = e.op("Log", [parts[1]])
     return e.op("Concat", parts, axis=-1)
 
 
-ONNX_OPS.update({"det": _det, "slogdet": _slogdet})
+def _inverse(e, node, x):
+    """The adjugate over the determinant: cofactor C[i, j] = (-1)^(i+j) Det(A without row i and
+    column j), all n*n minors gathered at once. O(n^5) work; meant for small matrices."""
+    n, rank = x.shape[-1], len(x.shape)
+    value = e.cast(x, node.dtype)
+    if n == 1:
+        return e.op("Reciprocal", [value])
+    keep = [[r * n + c for r in range(n) if r != i for c in range(n) if c != j] for i in range(n) for j in range(n)]
+    flat = e.op("Reshape", [value, e.ints([0] * (rank - 2) + [n * n])])
+    minors = e.op("Gather", [flat, e.ints(np.asarray(keep).reshape(-1))], axis=rank - 2)
+    minors = e.op("Reshape", [minors, e.ints([0] * (rank - 2) + [n * n, n - 1, n - 1])])
+    signs = np.array([(-1.0) ** (i + j) for i in range(n) for j in range(n)])
+    cofactors = e.op("Mul", [_det_of(e, minors, node.dtype), e.const(signs, node.dtype)])
+    cofactors = e.op("Reshape", [cofactors, e.ints([0] * (rank - 2) + [n, n])])
+    adjugate = e.op("Transpose", [cofactors], perm=list(range(rank - 2)) + [rank - 1, rank - 2])
+    det = e.op("Unsqueeze", [_det_of(e, value, node.dtype), e.ints([-2, -1])])
+    return e.op("Div", [adjugate, det])
+
+
+def _solve(e, node, a, b):
+    return e.op("MatMul", [_inverse(e, node, a), e.cast(b, node.dtype)])
+
+
+ONNX_OPS.update({"det": _det, "slogdet": _slogdet, "inv": _inverse, "solve": _solve})

@@ -72,5 +72,6 @@ from kgraph.ops.linalg_extra import *  # noqa: E402,F401,F403  (Cholesky, triang
 from kgraph.ops.structural import *  # noqa: E402,F401,F403  (scatter, unique, rearrange, custom_gradient, ...)
 from kgraph.ops.nn_structural import *  # noqa: E402,F401,F403  (fold/unfold, adaptive pooling, CTC)
 from kgraph.ops.linalg_lapack import *  # noqa: E402,F401,F403  (inv, solve, det, qr, svd, eigh, ...)
+from kgraph.ops.linalg import jvp  # noqa: E402,F401  (forward mode, reverse mode transposed)
 from kgraph.ops.fft import *  # noqa: E402,F401,F403  (fft family: DFT matrices)
 from kgraph.ops.math_extra import *  # noqa: E402,F401,F403  (special, integer, bitwise, NaN quantiles)

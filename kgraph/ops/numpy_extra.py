@@ -668,7 +668,7 @@ def diff(a, n=1, axis=-1):
 
 def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (Keras argument name)
     """Vector norms (ord None/2, 1, inf, -inf, 0 or any p) over one axis, and the matrix norms
-    'fro', 1, -1, inf, -inf over two; the spectral and nuclear norms need an SVD (unsupported)."""
+    'fro', 'nuc', 1, -1, 2, -2, inf, -inf over two (the last three through the singular values)."""
     x = _floating(x)
     rank = _rank(x)
     if axis is None:
@@ -707,8 +707,13 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (Keras argument
         pick = ops.max if ord in (1, np.inf) else ops.min
         result = pick(sums, axis=pick_axis, keepdims=True)
         return result if keepdims else ops.squeeze(result, axis=(row, col))
-    raise NotImplementedError(f"norm: ord={ord!r} over two axes needs a singular value decomposition, "
-                              "which kgraph does not support yet")
+    if ord in ("nuc", 2, -2):
+        from kgraph.ops.linalg_lapack import svd  # (it imports this module)
+
+        s = svd(ops.moveaxis(x, (row, col), (-2, -1)), compute_uv=False)
+        result = ops.sum(s, axis=-1) if ord == "nuc" else (ops.max if ord == 2 else ops.min)(s, axis=-1)
+        return ops.expand_dims(result, tuple(sorted((row, col)))) if keepdims else result
+    raise ValueError(f"norm: ord={ord!r} is not a matrix norm (one of None, 'fro', 'nuc', 1, -1, 2, -2, inf, -inf)")
 
 
 # -- shapes and creation ------------------------------------------------------------------------------
