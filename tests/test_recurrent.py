@@ -21,6 +21,8 @@ import kgraph as keras
 from kgraph import layers, ops
 from kgraph.compiler.autodiff import gradients
 from kgraph.compiler.passes.pipeline import compile_graph
+from kgraph.exporters.onnx import convert, trace_inference_graph
+from kgraph.exporters.onnx_ops import OnnxExportError
 from kgraph.ir import Graph, SymbolicTensor, tracing
 from kgraph.ops.registry import bind
 
@@ -41,21 +43,28 @@ ACT = {"tanh": np.tanh, "sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid, "relu"
        "linear": lambda x: x}
 
 
-def run_cell(kind, x, mask, weights, states, act="tanh", ract="sigmoid", reset_after=True):
-    """Outputs per processed step and final states of one Keras cell run over x (n, T, d)."""
+def run_cell(kind, x, mask, weights, states, act="tanh", ract="sigmoid", reset_after=True, drop=None):
+    """Outputs per processed step and final states of one Keras cell run over x (n, T, d).
+    `drop` (n, G*u): recurrent dropout masks, gate k's h_tm1 is h * drop[:, k*u:(k+1)*u]
+    (Keras's cells with implementation 1)."""
     kernel, recurrent, bias = weights
     n, steps, _ = x.shape
     u = recurrent.shape[0]
     states = [s.astype(np.float64) for s in states]
     outputs = np.zeros((n, steps, u))
+
+    def h_gate(h, k):
+        return h if drop is None else h * drop[:, k * u:(k + 1) * u]
+
     for t in range(steps):
         xt = x[:, t].astype(np.float64)
         h = states[0]
         if kind == "rnn":
-            new = [ACT[act](xt @ kernel + h @ recurrent + bias)]
+            new = [ACT[act](xt @ kernel + h_gate(h, 0) @ recurrent + bias)]
         elif kind == "lstm":
             c = states[1]
-            z = xt @ kernel + h @ recurrent + bias
+            z = xt @ kernel + np.concatenate([h_gate(h, k) @ recurrent[:, k * u:(k + 1) * u] for k in range(4)],
+                                             axis=1) + bias
             i, f = ACT[ract](z[:, :u]), ACT[ract](z[:, u:2 * u])
             g, o = ACT[act](z[:, 2 * u:3 * u]), ACT[ract](z[:, 3 * u:])
             c_new = f * c + i * g
@@ -63,15 +72,15 @@ def run_cell(kind, x, mask, weights, states, act="tanh", ract="sigmoid", reset_a
         else:
             b_in, b_rec = (bias[0], bias[1]) if reset_after else (bias, np.zeros_like(bias))
             xz = xt @ kernel + b_in
+            hz = [h_gate(h, k) @ recurrent[:, k * u:(k + 1) * u] for k in range(3)]
             if reset_after:
-                hz = h @ recurrent + b_rec
-                zg = ACT[ract](xz[:, :u] + hz[:, :u])
-                r = ACT[ract](xz[:, u:2 * u] + hz[:, u:2 * u])
-                hh = ACT[act](xz[:, 2 * u:] + r * hz[:, 2 * u:])
+                zg = ACT[ract](xz[:, :u] + hz[0] + b_rec[:u])
+                r = ACT[ract](xz[:, u:2 * u] + hz[1] + b_rec[u:2 * u])
+                hh = ACT[act](xz[:, 2 * u:] + r * (hz[2] + b_rec[2 * u:]))
             else:
-                zg = ACT[ract](xz[:, :u] + h @ recurrent[:, :u])
-                r = ACT[ract](xz[:, u:2 * u] + h @ recurrent[:, u:2 * u])
-                hh = ACT[act](xz[:, 2 * u:] + (r * h) @ recurrent[:, 2 * u:])
+                zg = ACT[ract](xz[:, :u] + hz[0])
+                r = ACT[ract](xz[:, u:2 * u] + hz[1])
+                hh = ACT[act](xz[:, 2 * u:] + (r * h_gate(h, 2)) @ recurrent[:, 2 * u:])
             new = [zg * h + (1 - zg) * hh]
         keep = mask[:, t, None]
         states = [np.where(keep, s_new, s) for s_new, s in zip(new, states)]
@@ -93,7 +102,7 @@ def oracle(kind, layer, x, mask=None, initial=None, **kw):
 
 
 # -- 1. the ops compiled in float64: gradients against finite differences ----------------------------
-def _op_case(cell, rng, reset_after=True):
+def _op_case(cell, rng, reset_after=True, dropout=False):
     gates, count = {"simple_rnn": (1, 1), "lstm": (4, 2), "gru": (3, 1)}[cell]
     n, steps, u = 2, 4, 3
     inputs = [rng.standard_normal((n, steps, gates * u))]
@@ -105,10 +114,13 @@ def _op_case(cell, rng, reset_after=True):
     if cell == "gru":
         inputs.append(0.5 * rng.standard_normal(gates * u))
         attrs["reset_after"] = reset_after
+    if dropout:  # recurrent dropout masks (n, G*u): zeros and 1 / (1 - 0.4)
+        inputs.append(np.where(rng.random((n, gates * u)) < 0.4, 0.0, 1 / 0.6))
     return inputs, attrs
 
 
-OP_CASES = [("simple_rnn", True), ("lstm", True), ("gru", True), ("gru", False)]
+OP_CASES = [("simple_rnn", True, False), ("lstm", True, False), ("gru", True, False), ("gru", False, False),
+            ("simple_rnn", True, True), ("lstm", True, True), ("gru", True, True), ("gru", False, True)]
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +128,9 @@ def compiled_op_gradients():
     """One float64 graph per case: loss = sum(op(...) * w) and its gradients, numba-compiled."""
     results = {}
     rng = np.random.default_rng(7)
-    for cell, reset_after in OP_CASES:
-        inputs, attrs = _op_case(cell, rng, reset_after)
-        graph = Graph(f"recurrent_fd_{cell}_{reset_after}")
+    for cell, reset_after, dropout in OP_CASES:
+        inputs, attrs = _op_case(cell, rng, reset_after, dropout)
+        graph = Graph(f"recurrent_fd_{cell}_{reset_after}_{dropout}")
         with tracing(graph):
             symbols = [SymbolicTensor(graph, graph.add_placeholder(x.shape, x.dtype.name, f"in{i}").id)
                        for i, x in enumerate(inputs)]
@@ -127,18 +139,20 @@ def compiled_op_gradients():
             loss = ops.sum(ops.multiply(y, weights))
             floats = [i for i, x in enumerate(inputs) if x.dtype.kind == "f"]
             graph.outputs = [loss.node_id] + gradients(graph, loss.node_id, [symbols[i].node_id for i in floats])
-        forward = Graph(f"recurrent_fd_forward_{cell}_{reset_after}")
+        forward = Graph(f"recurrent_fd_forward_{cell}_{reset_after}_{dropout}")
         with tracing(forward):
             symbols = [SymbolicTensor(forward, forward.add_placeholder(x.shape, x.dtype.name, f"in{i}").id)
                        for i, x in enumerate(inputs)]
             forward.outputs = [ops.sum(ops.multiply(bind(f"{cell}_sequence", symbols, **attrs), weights)).node_id]
-        results[cell, reset_after] = (inputs, floats, compile_graph(graph), compile_graph(forward))
+        results[cell, reset_after, dropout] = (inputs, floats, compile_graph(graph), compile_graph(forward))
     return results
 
 
-@pytest.mark.parametrize("cell,reset_after", OP_CASES, ids=[f"{c}-{r}" for c, r in OP_CASES])
-def test_compiled_bptt_matches_finite_differences(compiled_op_gradients, cell, reset_after):
-    inputs, floats, step, forward = compiled_op_gradients[cell, reset_after]
+@pytest.mark.parametrize("cell,reset_after,dropout", OP_CASES,
+                         ids=[f"{c}-{r}" + ("-recurrent_dropout" if d else "") for c, r, d in OP_CASES])
+def test_compiled_bptt_matches_finite_differences(compiled_op_gradients, cell, reset_after, dropout):
+    """Every float input's gradient (the recurrent dropout masks' too) against float64 finite differences."""
+    inputs, floats, step, forward = compiled_op_gradients[cell, reset_after, dropout]
     analytic = [np.array(g) for g in step(*inputs)[1:]]
 
     def loss(values):
@@ -354,10 +368,6 @@ def test_configs_round_trip_with_keras_keys():
 
 
 def test_unsupported_options_raise_clear_errors():
-    with pytest.raises(NotImplementedError, match="recurrent_dropout"):
-        layers.LSTM(3, recurrent_dropout=0.2)
-    with pytest.raises(NotImplementedError, match="stateful"):
-        layers.GRU(3, stateful=True)
     with pytest.raises(ValueError, match="activation='gelu'"):
         layers.SimpleRNN(3, activation="gelu")
 
@@ -392,6 +402,185 @@ def test_rnn_of_cells_and_stacked_cells_match_the_layers():
                                  lstm_cell.get_weights()], [np.zeros((2, 3))] * 2)
     np.testing.assert_allclose(np.asarray(h), h_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(c_new), c_ref, rtol=1e-5, atol=1e-6)
+
+
+# -- 5b. recurrent dropout ----------------------------------------------------------------------------
+DROPOUT_SPECS = {
+    "rnn": lambda: layers.SimpleRNN(U, return_sequences=True, recurrent_dropout=0.4),
+    "lstm": lambda: layers.LSTM(U, return_sequences=True, recurrent_dropout=0.4),
+    "gru": lambda: layers.GRU(U, return_sequences=True, recurrent_dropout=0.4),
+    "gru_v1": lambda: layers.GRU(U, return_sequences=True, recurrent_dropout=0.4, reset_after=False),
+}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_v1": 3}
+
+
+@pytest.fixture(scope="module")
+def fixed_mask_step():
+    """One compiled graph: each layer called with training=True, its recurrent dropout masks
+    replaced by graph inputs, so the test feeds masks it knows."""
+    graph = Graph("recurrent_dropout_fixed_masks")
+    built = {name: make() for name, make in DROPOUT_SPECS.items()}
+    with tracing(graph):
+        x = SymbolicTensor(graph, graph.add_placeholder((None, T, D), "float32", "x").id)
+        outputs = []
+        for name, layer in built.items():
+            drop = SymbolicTensor(graph, graph.add_placeholder((None, GATES[name] * U), "float32", name).id)
+            layer.cell._recurrent_dropout_masks = lambda state, training, drop=drop: [drop] if training else []
+            outputs.append(layer(x, training=True).node_id)
+        graph.outputs = outputs
+    for seed, layer in enumerate(built.values()):
+        _randomize(layer, 40 + seed)
+    return compile_graph(graph), built
+
+
+def test_recurrent_dropout_with_fixed_masks_matches_the_masked_recurrence(fixed_mask_step):
+    step, built = fixed_mask_step
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, T, D)).astype("float32")
+    masks = [np.where(rng.random((3, GATES[name] * U)) < 0.4, 0.0, 1 / 0.6).astype("float32") for name in built]
+    outputs = step(x, *masks)
+    for (name, layer), drop, got in zip(built.items(), masks, outputs):
+        kind = "gru" if name.startswith("gru") else name
+        options = {"reset_after": False} if name == "gru_v1" else {}
+        expected, _ = oracle(kind, layer, x, drop=drop, **options)
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5, err_msg=name)
+        plain, _ = oracle(kind, layer, x, **options)
+        assert not np.allclose(expected, plain, atol=1e-3), f"{name}: the masks must change the output"
+
+
+def test_recurrent_dropout_trains_and_is_off_at_inference():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((16, T, D)).astype("float32")
+    y = x.sum(axis=(1, 2))[:, None].astype("float32")
+    model = keras.Sequential([layers.Input((T, D)), layers.GRU(U, dropout=0.2, recurrent_dropout=0.5, seed=3),
+                              layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    gru, dense = model.layers
+    _, (h,) = oracle("gru", gru, x)
+    kernel, bias = dense.get_weights()
+    np.testing.assert_allclose(model.predict(x, verbose=0), h @ kernel + bias, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(model(x)), h @ kernel + bias, rtol=1e-4, atol=1e-4)
+
+
+# -- 5c. stateful layers ------------------------------------------------------------------------------
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def stateful_model():
+    """SimpleRNN, LSTM and GRU (stateful, batch 4) on half-length sequences, compiled once."""
+    inputs = keras.Input((T, D), batch_size=BATCH)
+    built = {"rnn": layers.SimpleRNN(U, stateful=True, return_sequences=True),
+             "lstm": layers.LSTM(U, stateful=True, return_sequences=True, go_backwards=True),
+             "gru": layers.GRU(U, stateful=True, return_state=True)}
+    outputs = []
+    for seed, layer in enumerate(built.values()):
+        out = layer(inputs)
+        outputs += out if isinstance(out, list) else [out]
+        _randomize(layer, 60 + seed)
+    return keras.Model(inputs, outputs), built
+
+
+def _stateful_oracle(layer, kind, pieces):
+    """The layer's outputs on consecutive pieces of sequences, each piece starting from the last's states."""
+    states, results = None, []
+    for x in pieces:
+        outputs, states = oracle(kind, layer, x, initial=states)
+        results.append((outputs, states))
+    return results
+
+
+def test_stateful_layers_carry_their_states_from_call_to_call(stateful_model):
+    model, built = stateful_model
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((BATCH, 2 * T, D)).astype("float32")
+    for layer in built.values():
+        layer.reset_states()
+    first = model.predict(x[:, :T], batch_size=BATCH, verbose=0)
+    second = model.predict(x[:, T:], batch_size=BATCH, verbose=0)
+    whole_rnn, (h_rnn,) = oracle("rnn", built["rnn"], x)  # one call on the whole sequence
+    np.testing.assert_allclose(np.concatenate([first[0], second[0]], axis=1), whole_rnn, rtol=1e-4, atol=1e-5)
+    _, (h_gru,) = oracle("gru", built["gru"], x)
+    np.testing.assert_allclose(second[2], h_gru, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(built["gru"].states[0]), h_gru, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(built["rnn"].states[0]), h_rnn, rtol=1e-4, atol=1e-5)
+    # go_backwards: each call runs its own piece backwards, from the previous call's states
+    (out1, _), (out2, states) = _stateful_oracle(built["lstm"], "lstm", [x[:, :T], x[:, T:]])
+    np.testing.assert_allclose(first[1], out1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(second[1], out2, rtol=1e-4, atol=1e-5)
+    for variable, expected in zip(built["lstm"].states, states):
+        np.testing.assert_allclose(np.asarray(variable), expected, rtol=1e-4, atol=1e-5)
+    # reset_states restores zeros: the first call's outputs again
+    for layer in built.values():
+        layer.reset_states()
+        assert all(not np.any(np.asarray(v)) for v in layer.states)
+    again = model.predict(x[:, :T], batch_size=BATCH, verbose=0)
+    for got, expected in zip(again, first):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    # a predict over several batches carries the states from batch to batch (sample i to sample i)
+    for layer in built.values():
+        layer.reset_states()
+    y = rng.standard_normal((2 * BATCH, T, D)).astype("float32")
+    both = model.predict(y, batch_size=BATCH, verbose=0)
+    expected = _stateful_oracle(built["rnn"], "rnn", [y[:BATCH], y[BATCH:]])
+    np.testing.assert_allclose(both[0][BATCH:], expected[1][0], rtol=1e-4, atol=1e-5)
+
+
+def test_stateful_layers_refuse_other_batch_sizes(stateful_model):
+    model, built = stateful_model
+    x = np.zeros((BATCH + 2, T, D), "float32")
+    for batch in (BATCH - 1, BATCH + 2):  # the compiled step checks the batch it is fed
+        with pytest.raises(ValueError, match=r'SimpleRNN "simple_rnn.*batch size'):
+            model.predict(x[:batch], batch_size=batch, verbose=0)
+    with pytest.raises(ValueError, match=r'LSTM "lstm.*stateful=True needs a fixed batch size'):
+        keras.Sequential([layers.Input((T, D)), layers.LSTM(U, stateful=True)])
+    with pytest.raises(ValueError, match="batch size must be 4"):
+        built["gru"](np.zeros((3, T, D), "float32"))
+    with pytest.raises(OnnxExportError, match=r"stateful recurrent layers.*simple_rnn\w*/rnn_state"):
+        convert(trace_inference_graph(model))
+
+
+def test_stateful_fit_without_shuffling_and_save_load(tmp_path):
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((2 * BATCH, T, D)).astype("float32")
+    y = x.sum(axis=(1, 2))[:, None]
+    model = keras.Sequential([layers.Input(batch_shape=(BATCH, T, D)), layers.LSTM(U, stateful=True),
+                              layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    lstm = model.layers[0]
+    assert lstm.stateful and len(lstm.weights) == 3 and all(np.any(np.asarray(v)) for v in lstm.states)
+    lstm.reset_states()
+    expected = model.predict(x, batch_size=BATCH, verbose=0)
+    kernel, bias = model.layers[1].get_weights()
+    (_, states0), (_, states1) = _stateful_oracle(lstm, "lstm", [x[:BATCH], x[BATCH:]])
+    np.testing.assert_allclose(expected, np.concatenate([states0[0], states1[0]]) @ kernel + bias,
+                               rtol=1e-4, atol=1e-4)
+    model.save(str(tmp_path / "stateful.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "stateful.keras"))
+    assert loaded.layers[0].stateful and loaded.layers[0].get_config() == lstm.get_config()
+    np.testing.assert_allclose(loaded.predict(x, batch_size=BATCH, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_match_batch_gradient_reaches_the_fixed_batch_state():
+    graph = Graph("match_batch_grad")
+    with tracing(graph):
+        state = SymbolicTensor(graph, graph.add_placeholder((3, 2), "float64", "state").id)
+        like = SymbolicTensor(graph, graph.add_placeholder((None, 5), "float64", "like").id)
+        w = SymbolicTensor(graph, graph.add_placeholder((None, 2), "float64", "w").id)
+        loss = ops.sum(ops.multiply(bind("match_batch", [state, like], layer="test"), w))
+        graph.outputs = [loss.node_id] + gradients(graph, loss.node_id, [state.node_id])
+    step = compile_graph(graph)
+    rng = np.random.default_rng(3)
+    s, weights = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    value, grad = step(s, np.zeros((3, 5)), weights)
+    np.testing.assert_allclose(float(np.asarray(value)), np.sum(s * weights))
+    np.testing.assert_allclose(np.asarray(grad), weights)
+    with pytest.raises(ValueError, match="test: the batch size must equal"):
+        step(s, np.zeros((4, 5)), rng.standard_normal((4, 2)))
 
 
 # -- 6. the Functional API guide's ticket classifier -------------------------------------------------------

@@ -28,6 +28,7 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
        for cell in ("simple_rnn", "lstm", "gru") for suffix in ("", "_grad")},
     "rnn_weight_grad": {"triton": "the recurrent kernels' gradient contraction has no Triton kernel yet"},
     "sequence_matmul": {"triton": "the recurrent layers' input projection has no Triton kernel yet"},
+    "match_batch": {"triton": "only stateful recurrent layers use it, and the recurrences have no Triton kernel yet"},
     **{name: {"triton": "LAPACK on the GPU (cuSOLVER) is not wired in: linear algebra runs with numba on the CPU",
               "onnx": "ONNX has no matrix factorization op (Det only; inv and solve go through the adjugate)"}
        for name in ("qr", "svd", "eigh", "eig", "pinv", "lu_factor")},

@@ -197,6 +197,12 @@ def check_opset(opset):
 def convert(graph, opset=DEFAULT_OPSET, name=None):
     """(ModelProto, {node id: ONNX value name}) for `graph`; see `export_onnx`."""
     opset = check_opset(opset)
+    states = [graph.node(v).payload.path for v in graph.state_updates
+              if getattr(graph.node(v).payload, "name", None) == "rnn_state"]
+    if states:
+        raise OnnxExportError(f"graph '{graph.name}' has stateful recurrent layers (their states: {states}): an "
+                              "ONNX graph keeps no state between runs; export the model rebuilt with "
+                              "stateful=False and pass the states as initial_state inputs")
     if graph.state_updates:
         raise OnnxExportError(f"graph '{graph.name}' updates variables (it is a training graph); "
                               "export the inference graph (trace_inference_graph(model))")

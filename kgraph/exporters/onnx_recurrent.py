@@ -85,33 +85,55 @@ class _Step:
     def stack_steps(self, steps):
         return self.concat([self.op("Unsqueeze", s, self.e.ints([1])) for s in steps], axis=1)
 
+    def gate_mask(self, drop, k, u):
+        """Gate k's recurrent dropout mask (n, u), None without recurrent dropout."""
+        return None if drop is None else self.cols(drop, k * u, (k + 1) * u)
+
+    def rec(self, h, U, drop, first, gates, u):
+        """The recurrent product of gates first..: (h * drop_k) @ U_k per gate (h @ U's columns without masks)."""
+        if drop is None:
+            return self.op("MatMul", h, self.cols(U, first * u, (first + gates) * u))
+        return self.concat([self.op("MatMul", self.mul(h, self.gate_mask(drop, k, u)), self.cols(U, k * u, (k + 1) * u))
+                            for k in range(first, first + gates)], axis=1)
+
+    def rec_grad(self, d, U, drop, first, gates, u):
+        """h's gradient through rec: sum over the gates of (d_k @ U_k^T) * drop_k."""
+        if drop is None:
+            return self.op("MatMul", d, self.op("Transpose", self.cols(U, first * u, (first + gates) * u),
+                                                perm=[1, 0]))
+        parts = [self.mul(self.op("MatMul", self.cols(d, (k - first) * u, (k - first + 1) * u),
+                                  self.op("Transpose", self.cols(U, k * u, (k + 1) * u), perm=[1, 0])),
+                          self.gate_mask(drop, k, u)) for k in range(first, first + gates)]
+        return self.add(*parts)
+
 
 def _setup(e, node, values, float_indices):
     s = _Step(e, node.dtype)
-    names = [e.cast(v, node.dtype) if i in float_indices else v.name for i, v in enumerate(values)]
+    names = [None if v is None else e.cast(v, node.dtype) if i in float_indices else v.name
+             for i, v in enumerate(values)]
     return s, names
 
 
 # -- forward ops ---------------------------------------------------------------------------------------
-def _simple_rnn(e, node, xp, h0, U, mask):
-    s, (xp, h, U, mask) = _setup(e, node, (xp, h0, U, mask), (0, 1, 2))
-    T = node.shape[1]
+def _simple_rnn(e, node, xp, h0, U, mask, drop=None):
+    s, (xp, h, U, mask, drop) = _setup(e, node, (xp, h0, U, mask, drop), (0, 1, 2, 4))
+    T, u = node.shape[1], node.shape[2]
     act = node.attrs["activation"]
     outs = []
     for t in range(T):
-        hn = s.act(act, s.add(s.step(xp, t), s.op("MatMul", h, U)))
+        hn = s.act(act, s.add(s.step(xp, t), s.rec(h, U, drop, 0, 1, u)))
         h = s.where(s.cols(mask, t, t + 1), hn, h)
         outs.append(h)
     return s.stack_steps(outs)
 
 
-def _lstm(e, node, xp, h0, c0, U, mask):
-    s, (xp, h, c, U, mask) = _setup(e, node, (xp, h0, c0, U, mask), (0, 1, 2, 3))
+def _lstm(e, node, xp, h0, c0, U, mask, drop=None):
+    s, (xp, h, c, U, mask, drop) = _setup(e, node, (xp, h0, c0, U, mask, drop), (0, 1, 2, 3, 5))
     T, u = node.shape[1], node.shape[2] // 6
     act, ract = node.attrs["activation"], node.attrs["recurrent_activation"]
     outs = []
     for t in range(T):
-        z = s.add(s.step(xp, t), s.op("MatMul", h, U))
+        z = s.add(s.step(xp, t), s.rec(h, U, drop, 0, 4, u))
         i, f = s.act(ract, s.cols(z, 0, u)), s.act(ract, s.cols(z, u, 2 * u))
         g, o = s.act(act, s.cols(z, 2 * u, 3 * u)), s.act(ract, s.cols(z, 3 * u, 4 * u))
         cn = s.add(s.mul(f, c), s.mul(i, g))
@@ -122,23 +144,22 @@ def _lstm(e, node, xp, h0, c0, U, mask):
     return s.stack_steps(outs)
 
 
-def _gru(e, node, xp, h0, U, mask, rbias):
-    s, (xp, h, U, mask, rbias) = _setup(e, node, (xp, h0, U, mask, rbias), (0, 1, 2, 4))
+def _gru(e, node, xp, h0, U, mask, rbias, drop=None):
+    s, (xp, h, U, mask, rbias, drop) = _setup(e, node, (xp, h0, U, mask, rbias, drop), (0, 1, 2, 4, 5))
     T, u = node.shape[1], node.shape[2] // 5
     act, ract = node.attrs["activation"], node.attrs["recurrent_activation"]
-    U_zr, U_h = s.cols(U, 0, 2 * u), s.cols(U, 2 * u, 3 * u)
     b_zr, b_h = s.cols(rbias, 0, 2 * u, axis=0), s.cols(rbias, 2 * u, 3 * u, axis=0)
     outs = []
     for t in range(T):
         x = s.step(xp, t)
-        inner = s.add(s.op("MatMul", h, U_zr), b_zr)
+        inner = s.add(s.rec(h, U, drop, 0, 2, u), b_zr)
         z = s.act(ract, s.add(s.cols(x, 0, u), s.cols(inner, 0, u)))
         r = s.act(ract, s.add(s.cols(x, u, 2 * u), s.cols(inner, u, 2 * u)))
         if node.attrs["reset_after"]:
-            rec = s.add(s.op("MatMul", h, U_h), b_h)
+            rec = s.add(s.rec(h, U, drop, 2, 1, u), b_h)
             hh = s.act(act, s.add(s.cols(x, 2 * u, 3 * u), s.mul(r, rec)))
         else:
-            rec = s.add(s.op("MatMul", s.mul(r, h), U_h), b_h)
+            rec = s.add(s.rec(s.mul(r, h), U, drop, 2, 1, u), b_h)
             hh = s.act(act, s.add(s.cols(x, 2 * u, 3 * u), rec))
         hn = s.add(s.mul(z, h), s.mul(s.sub(s.c(1), z), hh))
         h = s.where(s.cols(mask, t, t + 1), hn, h)
@@ -151,12 +172,11 @@ def _previous(s, packed, h0, t, lo, hi):
     return h0 if t == 0 else s.cols(s.step(packed, t - 1), lo, hi)
 
 
-def _simple_rnn_grad(e, node, gy, packed, h0, U, mask):
+def _simple_rnn_grad(e, node, gy, packed, h0, U, mask, drop=None):
     u = U.shape[0]
-    s, (gy, packed, h0, U, mask) = _setup(e, node, (gy, packed, h0, U, mask), (0, 1, 2, 3))
+    s, (gy, packed, h0, U, mask, drop) = _setup(e, node, (gy, packed, h0, U, mask, drop), (0, 1, 2, 3, 5))
     T = (node.shape[1] - u) // u
     act = node.attrs["activation"]
-    UT = s.op("Transpose", U, perm=[1, 0])
     dh = s.zeros_like(h0)
     steps = [None] * T
     for t in reversed(range(T)):
@@ -165,16 +185,15 @@ def _simple_rnn_grad(e, node, gy, packed, h0, U, mask):
         zero = s.zeros_like(total)
         dpre = s.mul(s.where(keep, total, zero), s.dact(act, s.step(packed, t)))
         steps[t] = dpre
-        dh = s.add(s.op("MatMul", dpre, UT), s.where(keep, zero, total))
+        dh = s.add(s.rec_grad(dpre, U, drop, 0, 1, u), s.where(keep, zero, total))
     return s.concat(steps + [dh], axis=1)
 
 
-def _lstm_grad(e, node, gy, packed, h0, c0, U, mask):
+def _lstm_grad(e, node, gy, packed, h0, c0, U, mask, drop=None):
     u = U.shape[0]
-    s, (gy, packed, h0, c0, U, mask) = _setup(e, node, (gy, packed, h0, c0, U, mask), (0, 1, 2, 3, 4))
+    s, (gy, packed, h0, c0, U, mask, drop) = _setup(e, node, (gy, packed, h0, c0, U, mask, drop), (0, 1, 2, 3, 4, 6))
     T = (node.shape[1] - 2 * u) // (4 * u)
     act, ract = node.attrs["activation"], node.attrs["recurrent_activation"]
-    UT = s.op("Transpose", U, perm=[1, 0])
     dh, dc = s.zeros_like(h0), s.zeros_like(c0)
     steps = [None] * T
     for t in reversed(range(T)):
@@ -194,18 +213,17 @@ def _lstm_grad(e, node, gy, packed, h0, c0, U, mask):
         do = s.mul(s.add(gys[5], s.mul(dhn, tc)), s.dact(ract, o))
         dpre = s.concat([di, df, dg, do], axis=1)
         steps[t] = dpre
-        dh = s.add(s.op("MatMul", dpre, UT), s.where(keep, zero, dh_total))
+        dh = s.add(s.rec_grad(dpre, U, drop, 0, 4, u), s.where(keep, zero, dh_total))
         dc = s.add(s.mul(dcn, f), s.where(keep, zero, dc_total))
     return s.concat(steps + [dh, dc], axis=1)
 
 
-def _gru_grad(e, node, gy, packed, h0, U, mask, rbias):
+def _gru_grad(e, node, gy, packed, h0, U, mask, rbias, drop=None):
     u = U.shape[0]
-    s, (gy, packed, h0, U, mask) = _setup(e, node, (gy, packed, h0, U, mask), (0, 1, 2, 3))
+    s, (gy, packed, h0, U, mask, drop) = _setup(e, node, (gy, packed, h0, U, mask, drop), (0, 1, 2, 3, 5))
     T = (node.shape[1] - u) // (4 * u)
     act, ract = node.attrs["activation"], node.attrs["recurrent_activation"]
     reset_after = node.attrs["reset_after"]
-    U_zrT = s.op("Transpose", s.cols(U, 0, 2 * u), perm=[1, 0])
     U_hT = s.op("Transpose", s.cols(U, 2 * u, 3 * u), perm=[1, 0])
     dh = s.zeros_like(h0)
     steps = [None] * T
@@ -227,13 +245,15 @@ def _gru_grad(e, node, gy, packed, h0, U, mask, rbias):
         else:
             drec = s.add(gys[4], dpre_h)
             drh = s.op("MatMul", drec, U_hT)
+            if drop is not None:
+                drh = s.mul(drh, s.gate_mask(drop, 2, u))
             dr = s.add(gys[2], s.mul(drh, h_prev))
             dh = s.add(dh, s.mul(drh, r))
         dpre_z, dpre_r = s.mul(dz, s.dact(ract, z)), s.mul(dr, s.dact(ract, r))
         steps[t] = s.concat([dpre_z, dpre_r, dpre_h, drec], axis=1)
-        dh = s.add(dh, s.op("MatMul", s.concat([dpre_z, dpre_r], axis=1), U_zrT))
+        dh = s.add(dh, s.rec_grad(s.concat([dpre_z, dpre_r], axis=1), U, drop, 0, 2, u))
         if reset_after:
-            dh = s.add(dh, s.op("MatMul", drec, U_hT))
+            dh = s.add(dh, s.rec_grad(drec, U, drop, 2, 1, u))
     return s.concat(steps + [dh], axis=1)
 
 
@@ -251,7 +271,13 @@ def _sequence_matmul(e, node, x, w):
     return e.op("MatMul", [e.cast(x, node.dtype), w])
 
 
+def _match_batch(e, node, state, like):
+    # ONNX has no run-time error: the state is used as it is (its batch is the exported one)
+    return e.op("Identity", [state.name])
+
+
 ONNX_RECURRENT_OPS = {
+    "match_batch": _match_batch,
     "sequence_matmul": _sequence_matmul,
     "rnn_weight_grad": _rnn_weight_grad,
     "simple_rnn_sequence": _simple_rnn,

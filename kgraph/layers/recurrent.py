@@ -14,9 +14,9 @@ import numpy as np
 
 from kgraph import activations, initializers, ops, regularizers
 from kgraph import random as krandom
-from kgraph.ir import SymbolicTensor, tracing
+from kgraph.ir import SymbolicTensor, Variable, tracing
 from kgraph.layers.layer import Layer
-from kgraph.ops.recurrent import activation_name, sequence_matmul
+from kgraph.ops.recurrent import activation_name, match_batch, sequence_matmul
 from kgraph.ops.registry import bind
 
 
@@ -59,12 +59,8 @@ class _Cell(Layer):
         self.bias_constraint = bias_constraint
         self.dropout = min(1.0, max(0.0, float(dropout)))
         self.recurrent_dropout = min(1.0, max(0.0, float(recurrent_dropout)))
-        if self.recurrent_dropout > 0:
-            raise NotImplementedError(
-                f'{type(self).__name__} "{self.name}": recurrent_dropout={recurrent_dropout} is not supported by '
-                "kgraph's fused recurrent kernels (dropout on the inputs is); use recurrent_dropout=0")
         self.seed = seed
-        self.seed_generator = krandom.SeedGenerator(seed) if self.dropout > 0 else None
+        self.seed_generator = krandom.SeedGenerator(seed) if self.dropout > 0 or self.recurrent_dropout > 0 else None
         self.state_size = [self.units] * self.STATES if self.STATES > 1 else self.units
         self.output_size = self.units
 
@@ -100,10 +96,30 @@ class _Cell(Layer):
     def _projection(self, x, training):
         if training and self.dropout > 0:
             # One dropout mask per sequence, shared by its timesteps (as Keras's cells draw it).
-            x = krandom.dropout(x, self.dropout, noise_shape=(None, 1, x.shape[-1]), seed=self.seed_generator)
-        xp = sequence_matmul(x, self.kernel)  # one GEMM over batch * timesteps (and for both gradients)
+            # With recurrent dropout, Keras's LSTM and GRU cells (implementation 1) draw one
+            # mask per gate, each gate's columns of the kernel seeing its own dropped input.
+            u, noise = self.units, (None, 1, x.shape[-1])
+            if self.GATES > 1 and self.recurrent_dropout > 0:
+                xp = ops.concatenate([sequence_matmul(krandom.dropout(x, self.dropout, noise_shape=noise,
+                                                                      seed=self.seed_generator),
+                                                      self.kernel[:, k * u:(k + 1) * u])
+                                      for k in range(self.GATES)], axis=2)
+            else:
+                xp = sequence_matmul(krandom.dropout(x, self.dropout, noise_shape=noise, seed=self.seed_generator),
+                                     self.kernel)
+        else:
+            xp = sequence_matmul(x, self.kernel)  # one GEMM over batch * timesteps (and for both gradients)
         bias = self._input_bias()
         return xp if bias is None else ops.add(xp, bias)
+
+    def _recurrent_dropout_masks(self, state, training):
+        """The recurrent dropout masks (n, GATES*units) the fused op multiplies the previous h by
+        (one per gate and sequence, as Keras's cells: zeros and 1 / (1 - rate)), as a list of
+        op inputs: empty when not training or without recurrent dropout."""
+        if not (training and 0 < self.recurrent_dropout < 1):
+            return []
+        ones = ops.ones_like(state if self.GATES == 1 else ops.concatenate([state] * self.GATES, axis=1))
+        return [krandom.dropout(ones, self.recurrent_dropout, seed=self.seed_generator)]
 
     def _input_bias(self):
         return self.bias
@@ -153,7 +169,8 @@ class SimpleRNNCell(_Cell):
 
     def sequence(self, x, states, mask, training=False):
         xp = self._projection(x, training)
-        packed = bind("simple_rnn_sequence", [xp, states[0], self.recurrent_kernel, mask], **self._attrs())
+        drop = self._recurrent_dropout_masks(states[0], training)
+        packed = bind("simple_rnn_sequence", [xp, states[0], self.recurrent_kernel, mask] + drop, **self._attrs())
         return packed, [packed[:, -1]]
 
 
@@ -185,7 +202,9 @@ class LSTMCell(_Cell):
     def sequence(self, x, states, mask, training=False):
         u = self.units
         xp = self._projection(x, training)
-        packed = bind("lstm_sequence", [xp, states[0], states[1], self.recurrent_kernel, mask], **self._attrs())
+        drop = self._recurrent_dropout_masks(states[0], training)
+        packed = bind("lstm_sequence", [xp, states[0], states[1], self.recurrent_kernel, mask] + drop,
+                      **self._attrs())
         last = packed[:, -1]
         return packed[:, :, :u], [last[:, :u], last[:, u:2 * u]]
 
@@ -221,7 +240,8 @@ class GRUCell(_Cell):
             rbias = self.bias[1]
         else:
             rbias = np.zeros((3 * self.units,), xp.dtype)
-        packed = bind("gru_sequence", [xp, states[0], self.recurrent_kernel, mask, rbias], **self._attrs())
+        drop = self._recurrent_dropout_masks(states[0], training)
+        packed = bind("gru_sequence", [xp, states[0], self.recurrent_kernel, mask, rbias] + drop, **self._attrs())
         return packed[:, :, :self.units], [packed[:, -1, :self.units]]
 
     def get_config(self):
@@ -298,15 +318,12 @@ class RNN(Layer):
         if isinstance(cell, (list, tuple)):
             cell = StackedRNNCells(cell)
         _check_cell(cell, f'{type(self).__name__} "{self.name}"')
-        if stateful:
-            raise NotImplementedError(
-                f'{type(self).__name__} "{self.name}": stateful=True is not supported (each batch starts from '
-                "zeros or initial_state); use stateful=False")
         self.cell = cell
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
-        self.stateful = False
+        self.stateful = bool(stateful)
+        self.states = None  # stateful: the state variables (batch, units), not weights (as Keras)
         self.unroll = bool(unroll)  # accepted; the loop is always a compiled op
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self.supports_masking = True
@@ -333,7 +350,35 @@ class RNN(Layer):
             cell._set_paths(self.name)
         if isinstance(self.cell, StackedRNNCells):
             self.cell.built = True
+        if self.stateful:
+            self._create_states(shape[0])
         self.built = True
+
+    def _create_states(self, batch_size):
+        if self.states is not None:
+            self.reset_state()
+            return
+        if batch_size is None:
+            raise ValueError(
+                f'{type(self).__name__} "{self.name}": stateful=True needs a fixed batch size, got input shape '
+                "with batch size None: give the model's Input a batch size (keras.Input(shape, batch_size=...) or "
+                "batch_shape=...), and feed batches of exactly that size")
+        dtype = self.cell.dtype_policy if hasattr(self.cell, "dtype_policy") else "float32"
+        self.states = []
+        for cell in self._cells:
+            for _ in range(cell.STATES):
+                state = Variable(np.zeros((int(batch_size), cell.units), dtype), trainable=False, name="rnn_state")
+                state.path = f"{self.name}/rnn_state"
+                self.states.append(state)
+
+    def reset_state(self):
+        """Sets a stateful layer's states to zeros (Keras's RNN.reset_state)."""
+        for state in self.states or []:
+            state.assign(np.zeros(state.shape, state.dtype))
+
+    def reset_states(self):
+        """Keras's alias of reset_state."""
+        self.reset_state()
 
     def _initial_states(self, x, initial_state):
         counts = [c.STATES for c in self._cells]
@@ -361,11 +406,19 @@ class RNN(Layer):
         mask = ops.full_like(x[:, :, 0], True, dtype="bool") if mask is None else ops.cast(mask, "bool")
         if self.go_backwards:
             x, mask = x[:, ::-1], mask[:, ::-1]
+        if self.stateful and initial_state is None:
+            initial_state = [match_batch(state, x, layer=f'{type(self).__name__} "{self.name}"')
+                             for state in self.states]
         states = self._initial_states(x, initial_state)
         final = []
         for cell, cell_states in zip(self._cells, states):
             x, new_states = cell.sequence(x, cell_states, mask, training)
             final += new_states
+        if self.stateful:
+            for variable, state in zip(self.states, final):
+                # a None batch is the variable's (match_batch checked it); [:k] gives the static shape
+                k = variable.shape[0]
+                variable.assign(state if state.shape[0] == k else state[0:k])
         last = final[-self._cells[-1].STATES]
         if self.return_sequences:
             output = x

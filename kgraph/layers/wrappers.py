@@ -117,6 +117,7 @@ class Bidirectional(Layer):
         self.merge_mode = merge_mode
         self.return_sequences = layer.return_sequences
         self.return_state = layer.return_state
+        self.stateful = layer.stateful
         self._initial_weights = weights
         self.supports_masking = True
 
@@ -130,6 +131,22 @@ class Bidirectional(Layer):
             self.set_weights(self._initial_weights)
             self._initial_weights = None
         self.built = True
+
+    @property
+    def states(self):
+        if self.forward_layer.states and self.backward_layer.states:
+            return tuple(self.forward_layer.states + self.backward_layer.states)
+        return None
+
+    def reset_state(self):
+        """Zeros the states of both directions (stateful layers only, as Keras)."""
+        if not self.stateful:
+            raise AttributeError(f'Bidirectional "{self.name}": reset_state needs a stateful layer')
+        self.forward_layer.reset_state()
+        self.backward_layer.reset_state()
+
+    def reset_states(self):
+        self.reset_state()
 
     def _merge(self, y_f, y_b):
         if self.merge_mode == "concat":

@@ -14,7 +14,9 @@ cell's gates, Keras 3's formulas and gate orders:
   h = z h + (1 - z) hh
 
 Inputs are xp (n, T, G*u), the initial state(s) (n, u), U (u, G*u), a bool mask (n, T)
-(a False step carries the state through unchanged) and, for gru, rbias (G*u,). A node has
+(a False step carries the state through unchanged), for gru rbias (G*u,), and optionally
+the recurrent dropout masks drop (n, G*u): gate k's recurrent product is then
+(h * drop_k) @ U_k (Keras's cells with recurrent_dropout, one mask per gate). A node has
 one value (docs/design.md), so the output packs, per step, the state and what the backward
 pass needs: (n, T, P) with
 - simple_rnn: [h] (P = u)
@@ -22,7 +24,7 @@ pass needs: (n, T, P) with
 - gru: [h, z, r, hh, rec] (P = 5u), rec = inner_h (reset_after) or (r h) U_h + rbias_h.
 Every part is differentiable (the backward op takes an upstream gradient for each).
 
-The backward op `<op>_grad(upstream, packed, states..., U, mask[, rbias])` runs the time
+The backward op `<op>_grad(upstream, packed, states..., U, mask[, rbias][, drop])` runs the time
 loop backwards and returns (n, T*K + S*u): per step the gradients of the pre-activations
 (K = G*u; gru also appends d rec, K = 4u), then those of the initial states. The gradient
 rule reads the input projection's gradient from it and computes dU (and d rbias) with one
@@ -35,7 +37,7 @@ import numpy as np
 
 from kgraph import ops
 from kgraph.ops.kernels import numba_entry, numba_kernel
-from kgraph.ops.registry import OpDef, bind, register
+from kgraph.ops.registry import OpDef, Spec, bind, register
 
 KERNEL = "kernel"
 ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "hard_sigmoid": 3, "relu": 4}
@@ -79,25 +81,57 @@ def _dact(name, y):
     return np.ones_like(y)
 
 
-def _rnn_reference(attrs, xp, h0, U, mask):
+def _parts(cell, inputs):
+    """(xp, states, U, mask, rbias, drop) of a forward op's inputs; rbias is None but for gru,
+    drop (the recurrent dropout masks, (n, G*u)) None when the op has none."""
+    count = CELLS[cell][1]
+    xp, states, U, mask = inputs[0], list(inputs[1:1 + count]), inputs[1 + count], inputs[2 + count]
+    rest = list(inputs[3 + count:])
+    rbias = rest.pop(0) if cell == "gru" else None
+    drop = rest.pop(0) if rest else None
+    return xp, states, U, mask, rbias, drop
+
+
+def _gate_mask(drop, k, u):
+    """Gate k's recurrent dropout mask (n, u), or 1 without one."""
+    return 1.0 if drop is None else drop[:, k * u:(k + 1) * u]
+
+
+def _rec(h, U, drop, first, gates):
+    """The recurrent product of gates first.. first+gates-1: (h * drop_k) @ U_k per gate."""
+    u = U.shape[0]
+    return np.concatenate([(h * _gate_mask(drop, k, u)) @ U[:, k * u:(k + 1) * u]
+                           for k in range(first, first + gates)], axis=1)
+
+
+def _rec_grad(d, U, drop, first, gates):
+    """h's gradient through _rec: sum over the gates of (d_k @ U_k^T) * drop_k."""
+    u = U.shape[0]
+    return sum((d[:, (k - first) * u:(k - first + 1) * u] @ U[:, k * u:(k + 1) * u].T) * _gate_mask(drop, k, u)
+               for k in range(first, first + gates))
+
+
+def _rnn_reference(attrs, *inputs):
+    xp, (h0,), U, mask, _, drop = _parts("simple_rnn", inputs)
     n, T, _ = xp.shape
     h = h0.copy()
     out = np.zeros(xp.shape, np.result_type(xp, U))
     for t in range(T):
-        hn = _act(attrs["activation"], xp[:, t] + h @ U)
+        hn = _act(attrs["activation"], xp[:, t] + _rec(h, U, drop, 0, 1))
         h = np.where(mask[:, t, None], hn, h)
         out[:, t] = h
     return out
 
 
-def _lstm_reference(attrs, xp, h0, c0, U, mask):
+def _lstm_reference(attrs, *inputs):
+    xp, (h0, c0), U, mask, _, drop = _parts("lstm", inputs)
     n, T, _ = xp.shape
     u = U.shape[0]
     act, ract = attrs["activation"], attrs["recurrent_activation"]
     h, c = h0.copy(), c0.copy()
     out = np.zeros((n, T, 6 * u), np.result_type(xp, U))
     for t in range(T):
-        z = xp[:, t] + h @ U
+        z = xp[:, t] + _rec(h, U, drop, 0, 4)
         i = _act(ract, z[:, :u])
         f = _act(ract, z[:, u:2 * u])
         g = _act(act, z[:, 2 * u:3 * u])
@@ -110,7 +144,8 @@ def _lstm_reference(attrs, xp, h0, c0, U, mask):
     return out
 
 
-def _gru_reference(attrs, xp, h0, U, mask, rbias):
+def _gru_reference(attrs, *inputs):
+    xp, (h0,), U, mask, rbias, drop = _parts("gru", inputs)
     n, T, _ = xp.shape
     u = U.shape[0]
     act, ract = attrs["activation"], attrs["recurrent_activation"]
@@ -118,14 +153,14 @@ def _gru_reference(attrs, xp, h0, U, mask, rbias):
     out = np.zeros((n, T, 5 * u), np.result_type(xp, U))
     for t in range(T):
         x = xp[:, t]
-        inner = h @ U[:, :2 * u] + rbias[:2 * u]
+        inner = _rec(h, U, drop, 0, 2) + rbias[:2 * u]
         z = _act(ract, x[:, :u] + inner[:, :u])
         r = _act(ract, x[:, u:2 * u] + inner[:, u:])
         if attrs["reset_after"]:
-            rec = h @ U[:, 2 * u:] + rbias[2 * u:]
+            rec = _rec(h, U, drop, 2, 1) + rbias[2 * u:]
             hh = _act(act, x[:, 2 * u:] + r * rec)
         else:
-            rec = (r * h) @ U[:, 2 * u:] + rbias[2 * u:]
+            rec = _rec(r * h, U, drop, 2, 1) + rbias[2 * u:]
             hh = _act(act, x[:, 2 * u:] + rec)
         hn = z * h + (1 - z) * hh
         h = np.where(mask[:, t, None], hn, h)
@@ -137,7 +172,8 @@ def _previous(packed, h0, t, lo, hi):
     return h0 if t == 0 else packed[:, t - 1, lo:hi]
 
 
-def _rnn_grad_reference(attrs, gy, packed, h0, U, mask):
+def _rnn_grad_reference(attrs, gy, *inputs):
+    packed, (h0,), U, mask, _, drop = _parts("simple_rnn", inputs)
     n, T, u = packed.shape
     act = attrs["activation"]
     out = np.zeros((n, T * u + u), np.result_type(gy, U))
@@ -147,12 +183,13 @@ def _rnn_grad_reference(attrs, gy, packed, h0, U, mask):
         total = dh + gy[:, t]
         dpre = np.where(m, total, 0) * _dact(act, packed[:, t])
         out[:, t * u:(t + 1) * u] = dpre
-        dh = dpre @ U.T + np.where(m, 0, total)
+        dh = _rec_grad(dpre, U, drop, 0, 1) + np.where(m, 0, total)
     out[:, T * u:] = dh
     return out
 
 
-def _lstm_grad_reference(attrs, gy, packed, h0, c0, U, mask):
+def _lstm_grad_reference(attrs, gy, *inputs):
+    packed, (h0, c0), U, mask, _, drop = _parts("lstm", inputs)
     n, T, _ = packed.shape
     u = U.shape[0]
     act, ract = attrs["activation"], attrs["recurrent_activation"]
@@ -175,19 +212,21 @@ def _lstm_grad_reference(attrs, gy, packed, h0, c0, U, mask):
         do = (gys[5] + dhn * tc) * _dact(ract, o)
         dpre = np.concatenate([di, df, dg, do], axis=1)
         out[:, t * 4 * u:(t + 1) * 4 * u] = dpre
-        dh = dpre @ U.T + np.where(m, 0, dh_total)
+        dh = _rec_grad(dpre, U, drop, 0, 4) + np.where(m, 0, dh_total)
         dc = dcn * f + np.where(m, 0, dc_total)
     out[:, T * 4 * u:T * 4 * u + u] = dh
     out[:, T * 4 * u + u:] = dc
     return out
 
 
-def _gru_grad_reference(attrs, gy, packed, h0, U, mask, rbias):
+def _gru_grad_reference(attrs, gy, *inputs):
+    packed, (h0,), U, mask, rbias, drop = _parts("gru", inputs)
     n, T, _ = packed.shape
     u = U.shape[0]
     act, ract = attrs["activation"], attrs["recurrent_activation"]
     out = np.zeros((n, T * 4 * u + u), np.result_type(gy, U))
     dh = np.zeros((n, u), out.dtype)
+    mh = _gate_mask(drop, 2, u)
     for t in reversed(range(T)):
         m = mask[:, t, None]
         _, z, r, hh, rec = (packed[:, t, k * u:(k + 1) * u] for k in range(5))
@@ -201,23 +240,23 @@ def _gru_grad_reference(attrs, gy, packed, h0, U, mask, rbias):
         if attrs["reset_after"]:
             drec = gys[4] + dpre_h * r
             dr = gys[2] + dpre_h * rec
-        else:
+        else:  # rec = (r h drop_h) @ U_h + rbias_h
             drec = gys[4] + dpre_h
-            drh = drec @ U[:, 2 * u:].T
+            drh = (drec @ U[:, 2 * u:].T) * mh
             dr = gys[2] + drh * h_prev
             dh = dh + drh * r
         dpre_z = dz * _dact(ract, z)
         dpre_r = dr * _dact(ract, r)
         out[:, t * 4 * u:(t + 1) * 4 * u] = np.concatenate([dpre_z, dpre_r, dpre_h, drec], axis=1)
-        dh = dh + np.concatenate([dpre_z, dpre_r], axis=1) @ U[:, :2 * u].T
+        dh = dh + _rec_grad(np.concatenate([dpre_z, dpre_r], axis=1), U, drop, 0, 2)
         if attrs["reset_after"]:
-            dh = dh + drec @ U[:, 2 * u:].T
+            dh = dh + _rec_grad(drec, U, drop, 2, 1)
     out[:, T * 4 * u:] = dh
     return out
 
 
 # -- shape rules ---------------------------------------------------------------------------------------
-def _check(op, cell, xp, states, U, mask, rbias=None):
+def _check(op, cell, xp, states, U, mask, rbias=None, drop=None):
     gates = CELLS[cell][0]
     if len(xp.shape) != 3 or len(U.shape) != 2:
         raise ValueError(f"{op}: expected x_proj (batch, timesteps, {gates}*units) and a recurrent kernel "
@@ -237,6 +276,9 @@ def _check(op, cell, xp, states, U, mask, rbias=None):
                          f"{mask.dtype} {mask.shape}")
     if rbias is not None and tuple(rbias.shape) != (gates * u,):
         raise ValueError(f"{op}: the recurrent bias must have shape ({gates * u},), got {rbias.shape}")
+    if drop is not None and (tuple(drop.shape) != (n, gates * u) or drop.dtype not in ("float32", "float64")):
+        raise ValueError(f"{op}: the recurrent dropout masks must be float of shape (batch, {gates}*units) = "
+                         f"{(n, gates * u)}, got {drop.dtype} {drop.shape}")
     return n, T, u, ops.result_type(xp.dtype, U.dtype)
 
 
@@ -249,11 +291,10 @@ def _check_attrs(op, attrs):
 def _forward_infer(cell):
     def infer(attrs, *specs):
         _check_attrs(cell + "_sequence", attrs)
-        xp, *rest = specs
-        states = rest[:CELLS[cell][1]]
-        U, mask = rest[CELLS[cell][1]], rest[CELLS[cell][1] + 1]
-        rbias = rest[-1] if cell == "gru" else None
-        n, T, u, dtype = _check(cell + "_sequence", cell, xp, states, U, mask, rbias)
+        if len(specs) not in (CELLS[cell][1] + k for k in ((4, 5) if cell == "gru" else (3, 4))):
+            raise ValueError(f"{cell}_sequence: unexpected number of inputs ({len(specs)})")
+        xp, states, U, mask, rbias, drop = _parts(cell, specs)
+        n, T, u, dtype = _check(cell + "_sequence", cell, xp, states, U, mask, rbias, drop)
         return (n, T, CELLS[cell][2] * u), dtype
     return infer
 
@@ -263,7 +304,9 @@ def _backward_infer(cell):
         op = cell + "_sequence_grad"
         _check_attrs(op, attrs)
         gates, count, width = CELLS[cell]
-        U = rest[count]
+        _, states, U, mask, rbias, drop = _parts(cell, (packed,) + rest)
+        _check(op, cell, Spec((packed.shape[0], packed.shape[1], gates * U.shape[0]), packed.dtype), states, U,
+               mask, rbias, drop)
         if tuple(gy.shape) != tuple(packed.shape) or len(packed.shape) != 3:
             raise ValueError(f"{op}: the upstream gradient {gy.shape} must have the forward output's shape "
                              f"{packed.shape}")
@@ -352,42 +395,67 @@ def _previous_states(packed, h0, lo, hi):
     return ops.concatenate([first, packed[:, :T - 1, lo:hi]], axis=1)
 
 
+def _recurrent_grads(h_prev, dpre, U, drop, first, gates):
+    """The gradients of U's columns of gates first.. first+gates-1 and of their dropout masks,
+    for the products (h_prev * drop_k) @ U_k whose gradients are dpre (n, T, gates*u)."""
+    if drop is None:
+        return _weight_grad(h_prev, dpre), []
+    u = U.shape[0]
+    dU, ddrop = [], []
+    for k in range(first, first + gates):
+        dk = dpre[:, :, (k - first) * u:(k - first + 1) * u]
+        m = ops.expand_dims(drop[:, k * u:(k + 1) * u], 1)
+        dU.append(_weight_grad(ops.multiply(h_prev, m), dk))
+        dhm = sequence_matmul(dk, U[:, k * u:(k + 1) * u], transpose_b=True)  # d (h_prev * drop_k)
+        ddrop.append(ops.sum(ops.multiply(h_prev, dhm), axis=1))
+    return (dU[0] if gates == 1 else ops.concatenate(dU, axis=1)), ddrop
+
+
+def _drop_grad(parts):
+    if not parts:
+        return []
+    return [parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)]
+
+
 def _rnn_grad(ctx):
-    xp, h0, U, mask = ctx.inputs
+    xp, (h0,), U, mask, _, drop = _parts("simple_rnn", ctx.inputs)
     T, u = xp.shape[1], U.shape[0]
-    flat = bind("simple_rnn_sequence_grad", [ctx.upstream, ctx.output, h0, U, mask], **ctx.attrs)
+    flat = bind("simple_rnn_sequence_grad", [ctx.upstream, ctx.output] + list(ctx.inputs[1:]), **ctx.attrs)
     dxp = _steps(flat, T, u)
     h_prev = _previous_states(ctx.output, h0, 0, u)
-    return [dxp, flat[:, T * u:], _weight_grad(h_prev, dxp), None]
+    dU, ddrop = _recurrent_grads(h_prev, dxp, U, drop, 0, 1)
+    return [dxp, flat[:, T * u:], dU, None] + _drop_grad(ddrop)
 
 
 def _lstm_grad(ctx):
-    xp, h0, c0, U, mask = ctx.inputs
+    xp, (h0, c0), U, mask, _, drop = _parts("lstm", ctx.inputs)
     T, u = xp.shape[1], U.shape[0]
-    flat = bind("lstm_sequence_grad", [ctx.upstream, ctx.output, h0, c0, U, mask], **ctx.attrs)
+    flat = bind("lstm_sequence_grad", [ctx.upstream, ctx.output] + list(ctx.inputs[1:]), **ctx.attrs)
     dxp = _steps(flat, T, 4 * u)
     h_prev = _previous_states(ctx.output, h0, 0, u)
     end = T * 4 * u
-    return [dxp, flat[:, end:end + u], flat[:, end + u:], _weight_grad(h_prev, dxp), None]
+    dU, ddrop = _recurrent_grads(h_prev, dxp, U, drop, 0, 4)
+    return [dxp, flat[:, end:end + u], flat[:, end + u:], dU, None] + _drop_grad(ddrop)
 
 
 def _gru_grad(ctx):
-    xp, h0, U, mask, rbias = ctx.inputs
+    xp, (h0,), U, mask, rbias, drop = _parts("gru", ctx.inputs)
     T, u = xp.shape[1], U.shape[0]
-    flat = bind("gru_sequence_grad", [ctx.upstream, ctx.output, h0, U, mask, rbias], **ctx.attrs)
+    flat = bind("gru_sequence_grad", [ctx.upstream, ctx.output] + list(ctx.inputs[1:]), **ctx.attrs)
     steps = _steps(flat, T, 4 * u)
     dxp = steps[:, :, :3 * u]
     dzr, drec = steps[:, :, :2 * u], steps[:, :, 3 * u:]
     h_prev = _previous_states(ctx.output, h0, 0, u)
+    inner = ops.concatenate([dzr, drec], axis=2)
     if ctx.attrs["reset_after"]:
-        inner = ops.concatenate([dzr, drec], axis=2)
-        dU = _weight_grad(h_prev, inner)
-    else:
-        inner = ops.concatenate([dzr, drec], axis=2)
+        dU, ddrop = _recurrent_grads(h_prev, inner, U, drop, 0, 3)
+    else:  # the h gate's product is (r h_prev drop_h) @ U_h
         r = ctx.output[:, :, 2 * u:3 * u]
-        dU = ops.concatenate([_weight_grad(h_prev, dzr), _weight_grad(ops.multiply(r, h_prev), drec)], axis=1)
+        dU_zr, ddrop = _recurrent_grads(h_prev, dzr, U, drop, 0, 2)
+        dU_h, ddrop_h = _recurrent_grads(ops.multiply(r, h_prev), drec, U, drop, 2, 1)
+        dU, ddrop = ops.concatenate([dU_zr, dU_h], axis=1), ddrop + ddrop_h
     drbias = ops.sum(inner, axis=(0, 1))
-    return [dxp, flat[:, T * 4 * u:], dU, None, drbias]
+    return [dxp, flat[:, T * 4 * u:], dU, None, drbias] + _drop_grad(ddrop)
 
 
 # -- samples ------------------------------------------------------------------------------------------------
@@ -399,13 +467,15 @@ def _draw(rng, *shape, scale=0.6):
     return (scale * rng.standard_normal(shape)).astype(np.float32)
 
 
-def _inputs(rng, cell, mask):
+def _inputs(rng, cell, mask, dropout=False):
     gates, count, _ = CELLS[cell]
     arrays = [_draw(rng, N, T_SAMPLE, gates * UNITS, scale=1.0)]
     arrays += [_draw(rng, N, UNITS) for _ in range(count)]
     arrays += [_draw(rng, UNITS, gates * UNITS), mask]
     if cell == "gru":
         arrays.append(_draw(rng, gates * UNITS))
+    if dropout:  # recurrent dropout masks: zeros and 1 / (1 - rate), rate 0.3
+        arrays.append(np.where(rng.random((N, gates * UNITS)) < 0.3, 0.0, 1 / 0.7).astype(np.float32))
     return arrays
 
 
@@ -421,7 +491,8 @@ REFERENCES = {"simple_rnn": _rnn_reference, "lstm": _lstm_reference, "gru": _gru
 
 def _forward_samples(cell):
     def samples(rng):
-        return [(_inputs(rng, cell, mask), dict(attrs)) for attrs in SAMPLE_ATTRS[cell] for mask in MASKS]
+        cases = [(_inputs(rng, cell, mask), dict(attrs)) for attrs in SAMPLE_ATTRS[cell] for mask in MASKS]
+        return cases + [(_inputs(rng, cell, MASKS[1], True), dict(attrs)) for attrs in SAMPLE_ATTRS[cell]]
     return samples
 
 
@@ -429,8 +500,8 @@ def _backward_samples(cell):
     def samples(rng):
         cases = []
         for attrs in SAMPLE_ATTRS[cell]:
-            for mask in MASKS:
-                inputs = _inputs(rng, cell, mask)
+            for mask, dropout in ((MASKS[0], False), (MASKS[1], False), (MASKS[1], True)):
+                inputs = _inputs(rng, cell, mask, dropout)
                 packed = REFERENCES[cell](attrs, *inputs).astype(np.float32)
                 cases.append(([_draw(rng, *packed.shape), packed] + inputs[1:], dict(attrs)))
         return cases
@@ -479,15 +550,53 @@ def _derivative(y, code, one):
 
 
 @numba_kernel()
-def rnn_forward_kernel(xp, h0, U, mask, out, act):
+def _product(h, U, drop, z, hm, first, gates):
+    """z's columns of gates first.. first+gates-1 = h @ U's (one GEMM; z's rows are U's width),
+    or with recurrent dropout masks drop (n, G*u), gate k's = (h * drop_k) @ U_k."""
+    n, u = h.shape
+    G = U.shape[1]
+    isz = h.itemsize
+    if drop.shape[0] == 0:
+        gemm(False, False, n, gates * u, u, h.ctypes.data, u, U.ctypes.data + first * u * isz, G,
+             z.ctypes.data + first * u * isz, G, 0.0, isz)
+        return
+    for k in range(first, first + gates):
+        for b in range(n):
+            for j in range(u):
+                hm[b, j] = h[b, j] * drop[b, k * u + j]
+        gemm(False, False, n, u, u, hm.ctypes.data, u, U.ctypes.data + k * u * isz, G,
+             z.ctypes.data + k * u * isz, G, 0.0, isz)
+
+
+@numba_kernel()
+def _product_grad(d, W, U, drop, dh, tmp, first, gates):
+    """dh += d @ U^T over gates first.. (d the address of (n, gates*u) values of row stride W),
+    or with recurrent dropout masks, sum over the gates of (d_k @ U_k^T) * drop_k."""
+    n, u = dh.shape
+    G = U.shape[1]
+    isz = dh.itemsize
+    if drop.shape[0] == 0:
+        gemm(False, True, n, u, gates * u, d, W, U.ctypes.data + first * u * isz, G, dh.ctypes.data, u, 1.0, isz)
+        return
+    for k in range(first, first + gates):
+        gemm(False, True, n, u, u, d + (k - first) * u * isz, W, U.ctypes.data + k * u * isz, G, tmp.ctypes.data,
+             u, 0.0, isz)
+        for b in range(n):
+            for j in range(u):
+                dh[b, j] += tmp[b, j] * drop[b, k * u + j]
+
+
+@numba_kernel()
+def rnn_forward_kernel(xp, h0, U, mask, drop, out, act):
     one = np.ones(1, xp.dtype)[0]
     n, T, u = xp.shape
     h = h0.copy()
     z = np.empty((n, u), xp.dtype)
+    hm = np.empty((n, u), xp.dtype)
     saved = blas_get_threads()
     blas_set_threads(1)
     for t in range(T):
-        gemm(False, False, n, u, u, h.ctypes.data, u, U.ctypes.data, u, z.ctypes.data, u, 0.0, xp.itemsize)
+        _product(h, U, drop, z, hm, 0, 1)
         for b in range(n):
             x, zr, hb, row = xp[b, t], z[b], h[b], out[b, t]
             if mask[b, t] != 0:
@@ -499,11 +608,12 @@ def rnn_forward_kernel(xp, h0, U, mask, out, act):
 
 
 @numba_kernel()
-def rnn_backward_kernel(gy, packed, h0, U, mask, out, act):
+def rnn_backward_kernel(gy, packed, h0, U, mask, drop, out, act):
     one = np.ones(1, out.dtype)[0]
     zero = one - one
     n, T, u = packed.shape
     dh = np.zeros((n, u), out.dtype)
+    tmp = np.empty((n, u), out.dtype)
     W = out.shape[1]
     saved = blas_get_threads()
     blas_set_threads(1)
@@ -518,9 +628,8 @@ def rnn_backward_kernel(gy, packed, h0, U, mask, out, act):
                 for j in range(u):
                     d[j] = zero
                     dhb[j] += g[j]
-        # dh += dpre @ U^T (beta 1 keeps the carried part of masked steps)
-        gemm(False, True, n, u, u, out.ctypes.data + t * u * out.itemsize, W, U.ctypes.data, u,
-             dh.ctypes.data, u, 1.0, out.itemsize)
+        # dh += dpre @ U^T (added: dh keeps the carried part of masked steps)
+        _product_grad(out.ctypes.data + t * u * out.itemsize, W, U, drop, dh, tmp, 0, 1)
     blas_set_threads(saved)
     for b in range(n):
         for j in range(u):
@@ -528,17 +637,18 @@ def rnn_backward_kernel(gy, packed, h0, U, mask, out, act):
 
 
 @numba_kernel()
-def lstm_forward_kernel(xp, h0, c0, U, mask, out, act, ract):
+def lstm_forward_kernel(xp, h0, c0, U, mask, drop, out, act, ract):
     one = np.ones(1, xp.dtype)[0]
     n, T, G = xp.shape
     u = G // 4
     h = h0.copy()
     c = c0.copy()
     z = np.empty((n, G), xp.dtype)
+    hm = np.empty((n, u), xp.dtype)
     saved = blas_get_threads()
     blas_set_threads(1)
     for t in range(T):
-        gemm(False, False, n, G, u, h.ctypes.data, u, U.ctypes.data, G, z.ctypes.data, G, 0.0, xp.itemsize)
+        _product(h, U, drop, z, hm, 0, 4)
         for b in range(n):
             x, zr, hb, cb, row = xp[b, t], z[b], h[b], c[b], out[b, t]
             keep = mask[b, t] != 0
@@ -561,7 +671,7 @@ def lstm_forward_kernel(xp, h0, c0, U, mask, out, act, ract):
 
 
 @numba_kernel()
-def lstm_backward_kernel(gy, packed, h0, c0, U, mask, out, act, ract):
+def lstm_backward_kernel(gy, packed, h0, c0, U, mask, drop, out, act, ract):
     one = np.ones(1, out.dtype)[0]
     zero = one - one
     n, T, P = packed.shape
@@ -570,6 +680,7 @@ def lstm_backward_kernel(gy, packed, h0, c0, U, mask, out, act, ract):
     W = out.shape[1]
     dh = np.zeros((n, u), out.dtype)
     dc = np.zeros((n, u), out.dtype)
+    tmp = np.empty((n, u), out.dtype)
     saved = blas_get_threads()
     blas_set_threads(1)
     for t in range(T - 1, -1, -1):
@@ -596,8 +707,7 @@ def lstm_backward_kernel(gy, packed, h0, c0, U, mask, out, act, ract):
                 d[u + j] = (g_[3 * u + j] + dcn * c_prev) * _derivative(f, ract, one)
                 d[2 * u + j] = (g_[4 * u + j] + dcn * i) * _derivative(g, act, one)
                 d[3 * u + j] = (g_[5 * u + j] + dhn * tc) * _derivative(o, ract, one)
-        gemm(False, True, n, u, G, out.ctypes.data + t * G * out.itemsize, W, U.ctypes.data, G,
-             dh.ctypes.data, u, 1.0, out.itemsize)
+        _product_grad(out.ctypes.data + t * G * out.itemsize, W, U, drop, dh, tmp, 0, 4)
     blas_set_threads(saved)
     for b in range(n):
         for j in range(u):
@@ -606,20 +716,21 @@ def lstm_backward_kernel(gy, packed, h0, c0, U, mask, out, act, ract):
 
 
 @numba_kernel()
-def gru_forward_kernel(xp, h0, U, mask, rbias, out, act, ract, reset_after):
+def gru_forward_kernel(xp, h0, U, mask, rbias, drop, out, act, ract, reset_after):
     one = np.ones(1, xp.dtype)[0]
     n, T, G = xp.shape
     u = G // 3
     h = h0.copy()
     z = np.empty((n, G), xp.dtype)
+    hm = np.empty((n, u), xp.dtype)
     rh = np.empty((n, u), xp.dtype)
     rec = np.empty((n, u), xp.dtype)
+    dropped = drop.shape[0] != 0
     isz = xp.itemsize
     saved = blas_get_threads()
     blas_set_threads(1)
     for t in range(T):
-        cols = G if reset_after else 2 * u
-        gemm(False, False, n, cols, u, h.ctypes.data, u, U.ctypes.data, G, z.ctypes.data, G, 0.0, isz)
+        _product(h, U, drop, z, hm, 0, 3 if reset_after else 2)
         for b in range(n):
             x, zr, hb, row = xp[b, t], z[b], h[b], out[b, t]
             for j in range(u):
@@ -627,7 +738,7 @@ def gru_forward_kernel(xp, h0, U, mask, rbias, out, act, ract, reset_after):
                 r = _activate(x[u + j] + zr[u + j] + rbias[u + j], ract, one)
                 row[u + j] = zg
                 row[2 * u + j] = r
-                rh[b, j] = r * hb[j]
+                rh[b, j] = r * hb[j] * drop[b, 2 * u + j] if dropped else r * hb[j]
         if not reset_after:
             gemm(False, False, n, u, u, rh.ctypes.data, u, U.ctypes.data + 2 * u * isz, G, rec.ctypes.data, u,
                  0.0, isz)
@@ -651,7 +762,7 @@ def gru_forward_kernel(xp, h0, U, mask, rbias, out, act, ract, reset_after):
 
 
 @numba_kernel()
-def gru_backward_kernel(gy, packed, h0, U, mask, out, act, ract, reset_after):
+def gru_backward_kernel(gy, packed, h0, U, mask, drop, out, act, ract, reset_after):
     one = np.ones(1, out.dtype)[0]
     zero = one - one
     n, T, P = packed.shape
@@ -662,6 +773,8 @@ def gru_backward_kernel(gy, packed, h0, U, mask, out, act, ract, reset_after):
     isz = out.itemsize
     dh = np.zeros((n, u), out.dtype)
     drh = np.empty((n, u), out.dtype)
+    tmp = np.empty((n, u), out.dtype)
+    dropped = drop.shape[0] != 0
     saved = blas_get_threads()
     blas_set_threads(1)
     for t in range(T - 1, -1, -1):
@@ -684,7 +797,7 @@ def gru_backward_kernel(gy, packed, h0, U, mask, out, act, ract, reset_after):
                 else:
                     d[3 * u + j] = g_[4 * u + j] + dpre_h
         if not reset_after:
-            # d(r h) = drec @ U_h^T; then dr and the h_prev part r * d(r h)
+            # d(r h drop_h) = drec @ U_h^T; then dr and the h_prev part r drop_h d(r h drop_h)
             gemm(False, True, n, u, u, out.ctypes.data + (t * K + 3 * u) * isz, W, U.ctypes.data + 2 * u * isz, G,
                  drh.ctypes.data, u, 0.0, isz)
             for b in range(n):
@@ -692,16 +805,14 @@ def gru_backward_kernel(gy, packed, h0, U, mask, out, act, ract, reset_after):
                 for j in range(u):
                     h_prev = packed[b, t - 1, j] if t > 0 else h0[b, j]
                     r = p[2 * u + j]
-                    d[u + j] = (d[u + j] + drh[b, j] * h_prev) * _derivative(r, ract, one)
-                    dh[b, j] += drh[b, j] * r
-            gemm(False, True, n, u, 2 * u, out.ctypes.data + t * K * isz, W, U.ctypes.data, G,
-                 dh.ctypes.data, u, 1.0, isz)
+                    g_h = drh[b, j] * drop[b, 2 * u + j] if dropped else drh[b, j]
+                    d[u + j] = (d[u + j] + g_h * h_prev) * _derivative(r, ract, one)
+                    dh[b, j] += g_h * r
+            _product_grad(out.ctypes.data + t * K * isz, W, U, drop, dh, tmp, 0, 2)
         else:
-            # dh += [dz, dr] @ U_zr^T + drec @ U_h^T
-            gemm(False, True, n, u, 2 * u, out.ctypes.data + t * K * isz, W, U.ctypes.data, G,
-                 dh.ctypes.data, u, 1.0, isz)
-            gemm(False, True, n, u, u, out.ctypes.data + (t * K + 3 * u) * isz, W, U.ctypes.data + 2 * u * isz, G,
-                 dh.ctypes.data, u, 1.0, isz)
+            # dh += [dz, dr] @ U_zr^T + drec @ U_h^T (each gate's part times its dropout mask)
+            _product_grad(out.ctypes.data + t * K * isz, W, U, drop, dh, tmp, 0, 2)
+            _product_grad(out.ctypes.data + (t * K + 3 * u) * isz, W, U, drop, dh, tmp, 2, 1)
     blas_set_threads(saved)
     for b in range(n):
         for j in range(u):
@@ -709,88 +820,102 @@ def gru_backward_kernel(gy, packed, h0, U, mask, out, act, ract, reset_after):
 
 
 # -- entry points (C-callable: addresses and sizes) ---------------------------------------------------------
-@numba_entry(9)
-def rnn_forward(itemsize, xp, h0, up, mp, op, n, T, u_act):
+# dp is the address of the recurrent dropout masks (n, G*u), 0 without recurrent dropout
+# (the kernels then get an empty array).
+@numba_entry(10)
+def rnn_forward(itemsize, xp, h0, up, mp, dp, op, n, T, u_act):
     u, act = u_act // 8, u_act % 8
+    nd = n if dp != 0 else 0
     if itemsize == 4:
         rnn_forward_kernel(array_at(xp, (n, T, u), np.float32), array_at(h0, (n, u), np.float32),
                            array_at(up, (u, u), np.float32), array_at(mp, (n, T), np.uint8),
-                           array_at(op, (n, T, u), np.float32), act)
+                           array_at(dp, (nd, u), np.float32), array_at(op, (n, T, u), np.float32), act)
     else:
         rnn_forward_kernel(array_at(xp, (n, T, u), np.float64), array_at(h0, (n, u), np.float64),
                            array_at(up, (u, u), np.float64), array_at(mp, (n, T), np.uint8),
-                           array_at(op, (n, T, u), np.float64), act)
-
-
-@numba_entry(10)
-def rnn_backward(itemsize, gp, pp, h0, up, mp, op, n, T, u_act):
-    u, act = u_act // 8, u_act % 8
-    if itemsize == 4:
-        rnn_backward_kernel(array_at(gp, (n, T, u), np.float32), array_at(pp, (n, T, u), np.float32),
-                            array_at(h0, (n, u), np.float32), array_at(up, (u, u), np.float32),
-                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T * u + u), np.float32), act)
-    else:
-        rnn_backward_kernel(array_at(gp, (n, T, u), np.float64), array_at(pp, (n, T, u), np.float64),
-                            array_at(h0, (n, u), np.float64), array_at(up, (u, u), np.float64),
-                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T * u + u), np.float64), act)
+                           array_at(dp, (nd, u), np.float64), array_at(op, (n, T, u), np.float64), act)
 
 
 @numba_entry(11)
-def lstm_forward(itemsize, xp, h0, c0, up, mp, op, n, T, u, acts):
-    act, ract = acts // 8, acts % 8
+def rnn_backward(itemsize, gp, pp, h0, up, mp, dp, op, n, T, u_act):
+    u, act = u_act // 8, u_act % 8
+    nd = n if dp != 0 else 0
     if itemsize == 4:
-        lstm_forward_kernel(array_at(xp, (n, T, 4 * u), np.float32), array_at(h0, (n, u), np.float32),
-                            array_at(c0, (n, u), np.float32), array_at(up, (u, 4 * u), np.float32),
-                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T, 6 * u), np.float32), act, ract)
+        rnn_backward_kernel(array_at(gp, (n, T, u), np.float32), array_at(pp, (n, T, u), np.float32),
+                            array_at(h0, (n, u), np.float32), array_at(up, (u, u), np.float32),
+                            array_at(mp, (n, T), np.uint8), array_at(dp, (nd, u), np.float32),
+                            array_at(op, (n, T * u + u), np.float32), act)
     else:
-        lstm_forward_kernel(array_at(xp, (n, T, 4 * u), np.float64), array_at(h0, (n, u), np.float64),
-                            array_at(c0, (n, u), np.float64), array_at(up, (u, 4 * u), np.float64),
-                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T, 6 * u), np.float64), act, ract)
+        rnn_backward_kernel(array_at(gp, (n, T, u), np.float64), array_at(pp, (n, T, u), np.float64),
+                            array_at(h0, (n, u), np.float64), array_at(up, (u, u), np.float64),
+                            array_at(mp, (n, T), np.uint8), array_at(dp, (nd, u), np.float64),
+                            array_at(op, (n, T * u + u), np.float64), act)
 
 
 @numba_entry(12)
-def lstm_backward(itemsize, gp, pp, h0, c0, up, mp, op, n, T, u, acts):
+def lstm_forward(itemsize, xp, h0, c0, up, mp, dp, op, n, T, u, acts):
     act, ract = acts // 8, acts % 8
+    nd = n if dp != 0 else 0
+    if itemsize == 4:
+        lstm_forward_kernel(array_at(xp, (n, T, 4 * u), np.float32), array_at(h0, (n, u), np.float32),
+                            array_at(c0, (n, u), np.float32), array_at(up, (u, 4 * u), np.float32),
+                            array_at(mp, (n, T), np.uint8), array_at(dp, (nd, 4 * u), np.float32),
+                            array_at(op, (n, T, 6 * u), np.float32), act, ract)
+    else:
+        lstm_forward_kernel(array_at(xp, (n, T, 4 * u), np.float64), array_at(h0, (n, u), np.float64),
+                            array_at(c0, (n, u), np.float64), array_at(up, (u, 4 * u), np.float64),
+                            array_at(mp, (n, T), np.uint8), array_at(dp, (nd, 4 * u), np.float64),
+                            array_at(op, (n, T, 6 * u), np.float64), act, ract)
+
+
+@numba_entry(13)
+def lstm_backward(itemsize, gp, pp, h0, c0, up, mp, dp, op, n, T, u, acts):
+    act, ract = acts // 8, acts % 8
+    nd = n if dp != 0 else 0
     if itemsize == 4:
         lstm_backward_kernel(array_at(gp, (n, T, 6 * u), np.float32), array_at(pp, (n, T, 6 * u), np.float32),
                              array_at(h0, (n, u), np.float32), array_at(c0, (n, u), np.float32),
                              array_at(up, (u, 4 * u), np.float32), array_at(mp, (n, T), np.uint8),
+                             array_at(dp, (nd, 4 * u), np.float32),
                              array_at(op, (n, T * 4 * u + 2 * u), np.float32), act, ract)
     else:
         lstm_backward_kernel(array_at(gp, (n, T, 6 * u), np.float64), array_at(pp, (n, T, 6 * u), np.float64),
                              array_at(h0, (n, u), np.float64), array_at(c0, (n, u), np.float64),
                              array_at(up, (u, 4 * u), np.float64), array_at(mp, (n, T), np.uint8),
+                             array_at(dp, (nd, 4 * u), np.float64),
                              array_at(op, (n, T * 4 * u + 2 * u), np.float64), act, ract)
 
 
-@numba_entry(11)
-def gru_forward(itemsize, xp, h0, up, mp, rp, op, n, T, u, acts):
+@numba_entry(12)
+def gru_forward(itemsize, xp, h0, up, mp, rp, dp, op, n, T, u, acts):
     act, ract, reset_after = acts // 64, (acts // 8) % 8, acts % 8 != 0
+    nd = n if dp != 0 else 0
     if itemsize == 4:
         gru_forward_kernel(array_at(xp, (n, T, 3 * u), np.float32), array_at(h0, (n, u), np.float32),
                            array_at(up, (u, 3 * u), np.float32), array_at(mp, (n, T), np.uint8),
-                           array_at(rp, (3 * u,), np.float32), array_at(op, (n, T, 5 * u), np.float32),
-                           act, ract, reset_after)
+                           array_at(rp, (3 * u,), np.float32), array_at(dp, (nd, 3 * u), np.float32),
+                           array_at(op, (n, T, 5 * u), np.float32), act, ract, reset_after)
     else:
         gru_forward_kernel(array_at(xp, (n, T, 3 * u), np.float64), array_at(h0, (n, u), np.float64),
                            array_at(up, (u, 3 * u), np.float64), array_at(mp, (n, T), np.uint8),
-                           array_at(rp, (3 * u,), np.float64), array_at(op, (n, T, 5 * u), np.float64),
-                           act, ract, reset_after)
+                           array_at(rp, (3 * u,), np.float64), array_at(dp, (nd, 3 * u), np.float64),
+                           array_at(op, (n, T, 5 * u), np.float64), act, ract, reset_after)
 
 
-@numba_entry(11)
-def gru_backward(itemsize, gp, pp, h0, up, mp, op, n, T, u, acts):
+@numba_entry(12)
+def gru_backward(itemsize, gp, pp, h0, up, mp, dp, op, n, T, u, acts):
     act, ract, reset_after = acts // 64, (acts // 8) % 8, acts % 8 != 0
+    nd = n if dp != 0 else 0
     if itemsize == 4:
         gru_backward_kernel(array_at(gp, (n, T, 5 * u), np.float32), array_at(pp, (n, T, 5 * u), np.float32),
                             array_at(h0, (n, u), np.float32), array_at(up, (u, 3 * u), np.float32),
-                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T * 4 * u + u), np.float32),
-                            act, ract, reset_after)
+                            array_at(mp, (n, T), np.uint8), array_at(dp, (nd, 3 * u), np.float32),
+                            array_at(op, (n, T * 4 * u + u), np.float32), act, ract, reset_after)
     else:
         gru_backward_kernel(array_at(gp, (n, T, 5 * u), np.float64), array_at(pp, (n, T, 5 * u), np.float64),
                             array_at(h0, (n, u), np.float64), array_at(up, (u, 3 * u), np.float64),
-                            array_at(mp, (n, T), np.uint8), array_at(op, (n, T * 4 * u + u), np.float64),
-                            act, ract, reset_after)
+                            array_at(mp, (n, T), np.uint8), array_at(dp, (nd, 3 * u), np.float64),
+                            array_at(op, (n, T * 4 * u + u), np.float64), act, ract, reset_after)
 
 
 prange = range  # numba's prange when the backend loads the kernels
@@ -903,8 +1028,8 @@ def _codes(attrs, cell):
     return act * 64 + ract * 8 + int(bool(attrs["reset_after"]))
 
 
-def _call(entry, node, count, T, u, cell):
-    pointers = ", ".join(f"a{k}.ctypes.data" for k in range(count))
+def _call(entry, node, arrays, T, u, cell):
+    pointers = ", ".join("0" if k is None else f"a{k}.ctypes.data" for k in arrays)
     if cell == "simple_rnn":
         sizes = f"n, {T}, {u * 8 + _codes(node.attrs, cell)}"
     else:
@@ -915,12 +1040,62 @@ def _call(entry, node, count, T, u, cell):
 
 def _template(entry, cell, backward):
     def template(node, inputs):
-        xp_or_gy = inputs[0]
-        u = inputs[CELLS[cell][1] + (2 if backward else 1)].shape[0]
-        count = len(inputs) - (1 if cell == "gru" and backward else 0)  # the backward ignores rbias
-        return _call(entry, node, count, xp_or_gy.shape[1], u, cell)
+        count = CELLS[cell][1]
+        first = 2 if backward else 1  # the states' position
+        u = inputs[first + count].shape[0]
+        fixed = first + count + 2 + (1 if cell == "gru" else 0)  # the inputs before the dropout masks
+        drop = fixed if len(inputs) > fixed else None
+        # the entry's arrays: the fixed inputs (the backward skips gru's rbias), then the dropout masks or 0
+        arrays = [k for k in range(fixed) if not (backward and cell == "gru" and k == fixed - 1)] + [drop]
+        return _call(entry, node, arrays, inputs[0].shape[1], u, cell)
     template.kernels = "kgraph.ops.recurrent"
     return template
+
+
+# -- match_batch: a stateful layer's states (fixed batch) in a graph whose batch is None ----------------
+def _match_batch_infer(attrs, state, like):
+    if not state.shape or not like.shape:
+        raise ValueError(f"{attrs.get('layer', 'match_batch')}: expected a state and a value with a batch "
+                         f"dimension, got shapes {state.shape} and {like.shape}")
+    k, n = state.shape[0], like.shape[0]
+    if k is not None and n is not None and k != n:
+        raise ValueError(f"{attrs.get('layer', 'match_batch')}: the batch size must be {k} (the size its states "
+                         f"were built with), got inputs of batch size {n}")
+    return (n,) + tuple(state.shape[1:]), state.dtype
+
+
+def _match_batch_reference(attrs, state, like):
+    if state.shape[0] != like.shape[0]:
+        raise ValueError(f"{attrs.get('layer', 'match_batch')}: the batch size must be {state.shape[0]} (the size "
+                         f"its states were built with), got inputs of batch size {like.shape[0]}")
+    return state.copy()
+
+
+def _match_batch_grad(ctx):
+    state = ctx.inputs[0]
+    g = ctx.upstream
+    k = state.shape[0]
+    return [g if k is None or g.shape[0] == k else g[0:k], None]
+
+
+def _numba_match_batch(node, inputs):
+    # the memory plan sizes `out` by the run-time batch; a differing one must not be copied
+    message = f"{node.attrs.get('layer', 'match_batch')}: the batch size must equal the states' batch size " \
+              f"({inputs[0].shape[0]})"
+    colons = ", ".join([":"] * len(node.shape))
+    return ["if a1.shape[0] != a0.shape[0]:", f"    raise ValueError({message!r})", f"out[{colons}] = a0"]
+
+
+def match_batch(state, like, layer="match_batch"):
+    """`state` (k, ...), a value of fixed batch size k, as a value of `like`'s batch dimension
+    (None in a compiled graph): the compiled step checks that the batch it is fed is k and
+    raises otherwise. Stateful recurrent layers read their state variables through it."""
+    return bind("match_batch", [state, like], layer=layer)
+
+
+def _match_batch_samples(rng):
+    return [([_draw(rng, N, UNITS), _draw(rng, N, T_SAMPLE)], {"layer": "sample"}),
+            ([_draw(rng, N, T_SAMPLE, UNITS), _draw(rng, N, 1)], {"layer": "sample"})]
 
 
 # -- registration ---------------------------------------------------------------------------------------
@@ -929,7 +1104,12 @@ _FORWARD = {"simple_rnn": (_rnn_reference, _rnn_grad), "lstm": (_lstm_reference,
 _BACKWARD = {"simple_rnn": _rnn_grad_reference, "lstm": _lstm_grad_reference, "gru": _gru_grad_reference}
 _ENTRIES = {"simple_rnn": ("rnn_forward", "rnn_backward"), "lstm": ("lstm_forward", "lstm_backward"),
             "gru": ("gru_forward", "gru_backward")}
-NUMBA_TEMPLATES = {"rnn_weight_grad": _numba_weight_grad, "sequence_matmul": _numba_sequence_matmul}
+NUMBA_TEMPLATES = {"rnn_weight_grad": _numba_weight_grad, "sequence_matmul": _numba_sequence_matmul,
+                   "match_batch": _numba_match_batch}
+register(OpDef("match_batch", KERNEL, _match_batch_infer, _match_batch_reference, grad=_match_batch_grad,
+               samples=_match_batch_samples,
+               doc="A stateful layer's state (k, ...) as a value of the second input's batch dimension; the "
+                   "compiled step raises unless that batch is k (attr layer: the name its error gives)."))
 register(OpDef("sequence_matmul", KERNEL, _sequence_matmul_infer, _sequence_matmul_reference,
                grad=_sequence_matmul_grad, samples=_sequence_matmul_samples,
                doc="x (n, T, k) @ w (k, q) (w^T with transpose_b) as one GEMM over the n*T rows: the input "
