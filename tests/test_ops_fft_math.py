@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.signal
 import scipy.special as sp
+from keras_reference import SKIP_REASON, keras_python
 
 from kgraph import ops
 from kgraph.compiler.autodiff import gradients
@@ -125,7 +126,16 @@ CASES = {
                   lambda x: np.stack([np.histogram(x.reshape(-1), 6)[0], np.histogram(x.reshape(-1), 6)[1][:6]]),
                   False),
 }
-GRAD_CASES = sorted(name for name, case in CASES.items() if case[2])
+# The compiled cases: one per function (the variants above run eagerly), in graphs of about a
+# hundred fusion groups each (numba's compile time of a module's entry grows faster than linearly).
+COMPILED = {
+    "spectral": ["fft", "fft2", "rfft-pad", "irfft-odd", "stft-hamming"],
+    "inverse": ["ifft2", "istft-options", "erfinv", "i0", "nextafter", "histogram"],
+    "statistics": ["nanquantile", "corrcoef", "correlate-same"],
+    "medians": ["nanmedian", "nanpercentile"],
+}
+COMPILED_CASES = [(group, name) for group, names in COMPILED.items() for name in names]
+GRAD_CASES = [(group, name) for group, name in COMPILED_CASES if CASES[name][2]]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -145,15 +155,15 @@ def test_eager_float32_matches_numpy(name):
     np.testing.assert_allclose(actual, expected, rtol=2e-5, atol=2e-5 * scale, equal_nan=True, err_msg=name)
 
 
-@pytest.fixture(scope="module")
-def compiled():
-    """One float64 graph: every case's output, and d sum(f(x) * w) / dx for the differentiable ones."""
-    graph = Graph("test_ops_fft_math")
+def _compile_cases(names, graph_name):
+    """One float64 graph: each case's output, and d sum(f(x) * w) / dx for the differentiable ones."""
+    graph = Graph(graph_name)
     forward, grads, weights = {}, {}, {}
     rng = np.random.default_rng(11)
     with tracing(graph):
         x = SymbolicTensor(graph, graph.add_placeholder(SHAPE, "float64", "x").id)
-        for name, (fn, _, differentiable) in CASES.items():
+        for name in names:
+            fn, _, differentiable = CASES[name]
             y = fn(x)
             forward[name] = len(graph.outputs)
             graph.outputs.append(y.node_id)
@@ -170,9 +180,20 @@ def compiled():
     return x_value, outputs, forward, grads, weights
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_compiled_float64_matches_numpy(compiled, name):
-    x, outputs, forward, _, _ = compiled
+@pytest.fixture(scope="module")
+def compiled():
+    cache = {}
+
+    def get(group):
+        if group not in cache:
+            cache[group] = _compile_cases(COMPILED[group], f"test_ops_fft_math_{group}")
+        return cache[group]
+    return get
+
+
+@pytest.mark.parametrize("group, name", COMPILED_CASES, ids=[n for _, n in COMPILED_CASES])
+def test_compiled_float64_matches_numpy(compiled, group, name):
+    x, outputs, forward, _, _ = compiled(group)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = np.asarray(CASES[name][1](x))
@@ -185,10 +206,10 @@ def test_compiled_float64_matches_numpy(compiled, name):
     np.testing.assert_allclose(actual, expected, rtol=1e-9, atol=1e-11, equal_nan=True, err_msg=name)
 
 
-@pytest.mark.parametrize("name", GRAD_CASES)
-def test_compiled_gradient_matches_finite_differences(compiled, name):
+@pytest.mark.parametrize("group, name", GRAD_CASES, ids=[n for _, n in GRAD_CASES])
+def test_compiled_gradient_matches_finite_differences(compiled, group, name):
     """d sum(f(x) w) / dx compiled in float64, against central differences of the numpy formula."""
-    x, outputs, _, grads, weights = compiled
+    x, outputs, _, grads, weights = compiled(group)
     reference, w = CASES[name][1], weights[name]
     analytic = outputs[grads[name]]
     numeric = np.zeros_like(x)
@@ -477,3 +498,104 @@ def test_bad_arguments_are_refused_with_a_message():
         ops.histogram(ones)
     with pytest.raises(ValueError, match="bincount: sparse=True is not supported"):
         ops.bincount(np.array([1, 2]), sparse=True)
+
+
+# -- the optional Keras 3 oracle ------------------------------------------------------------------
+KERAS_SCRIPT = r"""
+import inspect, json, sys
+import numpy as np
+from keras import ops
+data = json.load(sys.stdin)
+x = np.array(data["x"], "float32")
+ints = np.array(data["ints"], "int32")
+out = {"signatures": {n: [[p.name, repr(p.default)] for p in inspect.signature(getattr(ops, n)).parameters.values()]
+                      for n in data["names"]}}
+for key, z in (("fft", ops.fft((x, x[::-1]))), ("fft2", ops.fft2((x, x))), ("ifft2", ops.ifft2((x, -x))),
+               ("rfft", ops.rfft(x, 6)), ("stft", ops.stft(x, 4, 2, 6, window="hamming")),
+               ("stft_none", ops.stft(x, 5, 3, 5, window=None, center=False))):
+    out[key] = [np.asarray(z[0]).tolist(), np.asarray(z[1]).tolist()]
+out["irfft"] = np.asarray(ops.irfft((x[:, :5], x[:, 3:8]), 7)).tolist()
+out["istft"] = np.asarray(ops.istft((x[:, :5], x[:, 3:8]), 8, 4, 8)).tolist()
+out["erfinv"] = np.asarray(ops.erfinv(np.tanh(x))).tolist()
+out["i0"] = np.asarray(ops.i0(3 * x)).tolist()
+out["nanquantile"] = np.asarray(ops.nanquantile(np.where(x > 1, np.nan, x), [0.2, 0.7], axis=-1)).tolist()
+out["correlate"] = np.asarray(ops.correlate(x[0], x[1, :4], mode="same")).tolist()
+out["corrcoef"] = np.asarray(ops.corrcoef(x)).tolist()
+out["histogram"] = [np.asarray(v).tolist() for v in ops.histogram(x[0], bins=4)]
+out["bincount"] = np.asarray(ops.bincount(np.abs(ints[0]) % 5, minlength=3)).tolist()
+out["gcd"] = np.asarray(ops.gcd(ints, ints[::-1])).tolist()
+out["bitwise_xor"] = np.asarray(ops.bitwise_xor(ints, ints[::-1])).tolist()
+json.dump(out, sys.stdout)
+"""
+KERAS_NAMES = ["fft", "fft2", "ifft2", "rfft", "irfft", "stft", "istft", "erfinv", "i0", "nextafter", "gcd", "lcm",
+               "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "bitwise_invert", "nanquantile",
+               "nanpercentile", "nanmedian", "corrcoef", "correlate", "histogram", "bincount", "polar",
+               "view_as_real", "view_as_complex"]
+
+
+@pytest.mark.skipif(keras_python() is None, reason=SKIP_REASON)
+def test_signatures_and_values_match_keras():
+    import inspect
+    import json
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 12)).astype(np.float32)
+    ints = rng.integers(-1000, 1000, (3, 6)).astype(np.int32)
+    data = {"x": x.tolist(), "ints": ints.tolist(), "names": KERAS_NAMES}
+    run = subprocess.run([keras_python(), "-c", KERAS_SCRIPT], input=json.dumps(data), capture_output=True,
+                         text=True, timeout=300, env={"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = json.loads(run.stdout)
+    for name in KERAS_NAMES:
+        ours = [[p.name, repr(p.default)] for p in inspect.signature(getattr(ops, name)).parameters.values()]
+        assert ours == expected["signatures"][name], f"{name}: signature {ours}"
+    ours = {"fft": ops.fft((x, x[::-1])), "fft2": ops.fft2((x, x)), "ifft2": ops.ifft2((x, -x)), "rfft": ops.rfft(x, 6),
+            "stft": ops.stft(x, 4, 2, 6, window="hamming"),
+            "stft_none": ops.stft(x, 5, 3, 5, window=None, center=False),
+            "irfft": ops.irfft((x[:, :5], x[:, 3:8]), 7), "istft": ops.istft((x[:, :5], x[:, 3:8]), 8, 4, 8),
+            "erfinv": ops.erfinv(np.tanh(x)), "i0": ops.i0(3 * x),
+            "nanquantile": ops.nanquantile(np.where(x > 1, np.nan, x), [0.2, 0.7], axis=-1),
+            "correlate": ops.correlate(x[0], x[1, :4], mode="same"), "corrcoef": ops.corrcoef(x),
+            "histogram": ops.histogram(x[0], bins=4), "bincount": ops.bincount(np.abs(ints[0]) % 5, minlength=3),
+            "gcd": ops.gcd(ints, ints[::-1]), "bitwise_xor": ops.bitwise_xor(ints, ints[::-1])}
+    for name, value in ours.items():
+        parts, keras_parts = (value, expected[name]) if isinstance(value, tuple) else ((value,), (expected[name],))
+        for part, keras_part in zip(parts, keras_parts):
+            keras_part = np.array(keras_part, np.float64)
+            scale = max(1.0, float(np.nanmax(np.abs(keras_part))))
+            np.testing.assert_allclose(np.asarray(part, np.float64), keras_part, rtol=1e-5, atol=2e-6 * scale,
+                                       equal_nan=True, err_msg=name)
+
+
+# -- ONNX export: the compositions export through their primitives ------------------------------------
+def test_onnx_export_runs_in_onnxruntime():
+    import onnxruntime as ort
+
+    from kgraph.compiler.passes.pipeline import optimize
+    from kgraph.exporters import export_onnx
+
+    graph = Graph("fft_math_onnx")
+    with tracing(graph):
+        x = SymbolicTensor(graph, graph.add_placeholder((None, 20), "float32", "x").id)
+        a = SymbolicTensor(graph, graph.add_placeholder((None, 6), "int32", "a").id)
+        real, imag = ops.stft(x, 8, 4, 8)
+        outputs = [real, ops.irfft(ops.rfft(x, 12), 12), ops.erfinv(ops.tanh(x)), ops.i0(x),
+                   ops.bitwise_xor(a, ops.getitem(a, (slice(None), slice(None, None, -1)))),
+                   ops.gcd(a, ops.getitem(a, (slice(None), slice(None, None, -1))))]
+        graph.outputs = [y.node_id for y in outputs]
+    graph.output_names = [f"y{i}" for i in range(len(outputs))]
+    model = export_onnx(optimize(graph.copy()), opset=17)
+    rng = np.random.default_rng(8)
+    xv = rng.standard_normal((3, 20)).astype(np.float32)
+    av = rng.integers(-10 ** 6, 10 ** 6, (3, 6)).astype(np.int32)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": xv, "a": av})
+    expected = [_stft_reference(xv.astype(np.float64), 8, 4, 8).real, np.fft.irfft(np.fft.rfft(xv, 12), 12)[:, :12],
+                sp.erfinv(np.tanh(xv.astype(np.float64))), sp.i0(xv.astype(np.float64)), av ^ av[:, ::-1],
+                np.gcd(av, av[:, ::-1])]
+    for i, (value, reference) in enumerate(zip(got, expected)):
+        if reference.dtype.kind == "i":
+            np.testing.assert_array_equal(value, reference, err_msg=f"output {i}")
+        else:
+            np.testing.assert_allclose(value, reference, rtol=2e-5, atol=2e-5, err_msg=f"output {i}")

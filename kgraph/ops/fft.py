@@ -29,7 +29,7 @@ from kgraph.ops.numpy_extra import _dims, _floating, _tensor
 __all__ = ["fft", "fft2", "ifft2", "rfft", "irfft", "stft", "istft"]
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)  # n x n float64 each: keep a few
 def _twiddles(n):
     """cos and sin of 2 pi j k / n (float64, n x n), exact where j k / n is a quarter turn."""
     turns = np.outer(np.arange(n), np.arange(n)) % n  # j k mod n keeps the angle small

@@ -168,11 +168,9 @@ def gcd(x1, x2):
     x1, x2, dtype = _integers(x1, x2, "gcd")
     a, b = ops.abs(x1), ops.abs(x2)
     a, b = ops.maximum(a, b), ops.minimum(a, b)
-    zero, one = ops.zeros_like(b), ops.ones_like(b)
-    for _ in range(_euclid_steps(dtype)):
-        done = ops.equal(b, 0)
-        remainder = ops.mod(a, ops.where(done, one, b))
-        a, b = ops.where(done, a, b), ops.where(done, zero, remainder)
+    one = ops.ones_like(b)
+    for _ in range(_euclid_steps(dtype)):  # once b is 0 it stays 0 (a mod 1) and a is kept
+        a, b = ops.where(ops.equal(b, 0), a, b), ops.mod(a, ops.maximum(b, one))
     return a
 
 
