@@ -114,6 +114,10 @@ LAYER_CASES = {
                        "concat")],
     "AdditiveAttention": [case([(3, 4), (5, 4)], lambda q, v: L.AdditiveAttention()([q, v]))],
     "MultiHeadAttention": [case([(3, 4), (5, 6)], lambda q, v: L.MultiHeadAttention(2, 3)(q, v))],
+    "GroupedQueryAttention": [case([(3, 4), (5, 4)], lambda q, v: L.GroupQueryAttention(2, 4, 2)(
+        q, v, use_causal_mask=True))],
+    "EinsumDense": [layer(lambda: L.EinsumDense("abc,cde->abde", (None, 2, 3), bias_axes="de"), (3, 4)),
+                    layer(lambda: L.EinsumDense("...b,bc->...c", 5, activation="relu"), (4,), "ellipsis")],
     # convolution
     "Conv1D": [layer(lambda: L.Conv1D(3, 3, padding="causal", dilation_rate=2), (7, 2)),
                layer(lambda: L.Conv1D(4, 2, strides=2, groups=2, activation="relu"), (7, 4), "groups")],

@@ -3,7 +3,14 @@
 from kgraph._serialization import register_public
 from kgraph.layers import operation  # noqa: F401  (installs the hook that records raw ops in functional models)
 from kgraph.layers.activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
-from kgraph.layers.attention import AdditiveAttention, Attention, Dot, MultiHeadAttention
+from kgraph.layers.attention import (  # noqa: F401
+    AdditiveAttention,
+    Attention,
+    Dot,
+    GroupedQueryAttention,
+    GroupQueryAttention,
+    MultiHeadAttention,
+)
 from kgraph.layers.convolutional import (  # noqa: F401
     Conv1D,
     Conv1DTranspose,
@@ -25,6 +32,7 @@ from kgraph.layers.convolutional import (  # noqa: F401
     SeparableConvolution2D,
 )
 from kgraph.layers.core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape  # noqa: F401
+from kgraph.layers.einsum_dense import EinsumDense
 from kgraph.layers.embedding import Embedding
 from kgraph.layers.lambda_layer import Lambda
 from kgraph.layers.layer import InputSpec, Layer  # noqa: F401
@@ -140,6 +148,7 @@ ALL_OBJECTS += [SimpleRNN, LSTM, GRU, SimpleRNNCell, LSTMCell, GRUCell, RNN, Sta
                 TimeDistributed, Bidirectional, Lambda]
 ALL_OBJECTS += [Rescaling, Resizing, CenterCrop, RandomFlip, RandomTranslation, RandomRotation, RandomZoom,
                 RandomCrop, RandomContrast, RandomBrightness]
+ALL_OBJECTS += [EinsumDense, GroupedQueryAttention]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
 
 # Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.

@@ -1,4 +1,5 @@
-"""Attention layers: Attention (dot-product), AdditiveAttention, MultiHeadAttention, and Dot.
+"""Attention layers: Attention (dot-product), AdditiveAttention, MultiHeadAttention,
+GroupedQueryAttention (Keras's GroupQueryAttention), and Dot.
 
 Each is a composition of registered ops (matmul, softmax, reshape, transpose), so it
 compiles, differentiates and exports like any other layer. Weights follow Keras 3's
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import math
 
-from kgraph import initializers, ops, regularizers
+from kgraph import constraints, initializers, ops, regularizers
 from kgraph import random as krandom
+from kgraph.layers.einsum_dense import EinsumDense
 from kgraph.layers.layer import Layer
 
 _MASK_VALUE = -1e9
@@ -304,3 +306,122 @@ class Dot(Layer):
 
     def get_config(self):
         return {**super().get_config(), "axes": self.axes, "normalize": self.normalize}
+
+
+def _where_masked_softmax(scores, mask):
+    """Keras's Softmax layer with a mask: masked scores become -1e9 before the softmax and 0 after
+    (so a fully masked row gives zeros, not a uniform row)."""
+    if mask is None:
+        return ops.softmax(scores, axis=-1)
+    mask = ops.cast(mask, "bool")
+    weights = ops.softmax(ops.where(mask, scores, ops.full_like(scores, _MASK_VALUE)), axis=-1)
+    return ops.where(mask, weights, ops.zeros_like(weights))
+
+
+class GroupedQueryAttention(Layer):
+    """Keras 3's GroupQueryAttention: `num_query_heads` query heads share `num_key_value_heads`
+    key/value heads (each repeated num_query_heads // num_key_value_heads times); the projections
+    are EinsumDense layers named query, key, value and attention_output, as in Keras."""
+
+    def __init__(self, head_dim, num_query_heads, num_key_value_heads, dropout=0.0, use_bias=True,
+                 sliding_window=None, flash_attention=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, use_gate=False, seed=None, **kwargs):
+        super().__init__(activity_regularizer=regularizers.get(activity_regularizer), **kwargs)
+        if num_query_heads % num_key_value_heads != 0:
+            raise ValueError(f'Layer "{self.name}": `num_query_heads` must be divisible by `num_key_value_heads`. '
+                             f"Received: num_query_heads={num_query_heads}, "
+                             f"num_key_value_heads={num_key_value_heads}")
+        if sliding_window is not None or use_gate:
+            raise NotImplementedError(f'Layer "{self.name}": sliding_window and use_gate (Keras 3.15 options) '
+                                      "are not supported yet; leave them at None and False")
+        if flash_attention and dropout > 0.0:
+            raise ValueError("Dropout is not supported when flash attention is enabled. "
+                             "Please set dropout to 0.0 to use flash attention.")
+        self.supports_masking = True
+        self.head_dim = int(head_dim)
+        self.num_query_heads = int(num_query_heads)
+        self.num_key_value_heads = int(num_key_value_heads)
+        self.num_repeats = self.num_query_heads // self.num_key_value_heads
+        self.dropout = float(dropout)
+        self.use_bias = use_bias
+        self.use_gate = use_gate
+        self.sliding_window = sliding_window
+        # Accepted for Keras compatibility; the attention is computed the same way either way.
+        self._flash_attention = flash_attention
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.seed = seed
+        self.seed_generator = krandom.SeedGenerator(seed) if self.dropout > 0 else None
+        self._inverse_sqrt_head_dim = 1.0 / math.sqrt(float(self.head_dim))
+
+    def _einsum_dense(self, equation, output_shape, bias_axes, name):
+        return EinsumDense(equation, output_shape=output_shape, bias_axes=bias_axes if self.use_bias else None,
+                           name=name, kernel_initializer=initializers.get(initializers.serialize(
+                               self.kernel_initializer)),
+                           bias_initializer=initializers.get(initializers.serialize(self.bias_initializer)),
+                           kernel_regularizer=self.kernel_regularizer, bias_regularizer=self.bias_regularizer,
+                           kernel_constraint=self.kernel_constraint, bias_constraint=self.bias_constraint,
+                           dtype=self.dtype_policy)
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        self.feature_dim = query_shape[-1]
+        q_heads, kv_heads, depth = self.num_query_heads, self.num_key_value_heads, self.head_dim
+        self._query_dense = self._einsum_dense("bqm,muh->bquh", (None, q_heads, depth), "uh", "query")
+        self._query_dense.build(tuple(query_shape))
+        self._key_dense = self._einsum_dense("bkm,mvh->bkvh", (None, kv_heads, depth), "vh", "key")
+        self._key_dense.build(tuple(key_shape))
+        self._value_dense = self._einsum_dense("bkm,mvh->bkvh", (None, kv_heads, depth), "vh", "value")
+        self._value_dense.build(tuple(value_shape))
+        self._output_dense = self._einsum_dense("bquh,uhm->bqm", (None, self.feature_dim), "m", "attention_output")
+        self._output_dense.build((None, None, q_heads, depth))
+        self.built = True
+
+    def __call__(self, query, value=None, key=None, **kwargs):
+        if not self.built:
+            self.build(tuple(query.shape), tuple(value.shape) if value is not None else None,
+                       tuple(key.shape) if key is not None else None)
+        return super().__call__(query, value=value, key=key, **kwargs)
+
+    def call(self, query, value=None, key=None, query_mask=None, value_mask=None, key_mask=None,
+             attention_mask=None, return_attention_scores=False, training=None, use_causal_mask=False):
+        value = query if value is None else value
+        key = value if key is None else key
+        mask = MultiHeadAttention._combined_mask(query, value, query_mask, value_mask, key_mask, attention_mask,
+                                                 use_causal_mask)
+        q = ops.multiply(self._query_dense(query), self._inverse_sqrt_head_dim)  # (B, T, Hq, D)
+        k = ops.repeat(self._key_dense(key), self.num_repeats, axis=2)  # (B, S, Hq, D)
+        v = ops.repeat(self._value_dense(value), self.num_repeats, axis=2)
+        scores = ops.einsum("bquh,bkuh->buqk", q, k)
+        if mask is not None and len(mask.shape) < 4:
+            mask = ops.expand_dims(mask, -3)  # broadcast over heads
+        weights = _where_masked_softmax(scores, mask)
+        dropped = weights
+        if training and self.dropout > 0:
+            dropped = krandom.dropout(weights, self.dropout, seed=self.seed_generator)
+        output = self._output_dense(ops.einsum("buqk,bkuh->bquh", dropped, v))
+        return (output, weights) if return_attention_scores else output
+
+    def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
+        return tuple(query_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "head_dim": self.head_dim, "num_query_heads": self.num_query_heads,
+                "num_key_value_heads": self.num_key_value_heads, "use_bias": self.use_bias,
+                "use_gate": self.use_gate, "sliding_window": self.sliding_window, "dropout": self.dropout,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+                "kernel_constraint": constraints.serialize(self.kernel_constraint),
+                "bias_constraint": constraints.serialize(self.bias_constraint), "seed": self.seed}
+
+
+GroupQueryAttention = GroupedQueryAttention

@@ -272,16 +272,16 @@ class Layer:
     def trainable_weights(self):
         if not self.trainable:
             return []
-        weights = list(self._trainable_variables)
+        weights = [v for v in self._trainable_variables if v.trainable]  # a frozen variable (LoRA) keeps its place
         for layer in self._layers:
             weights += layer.trainable_weights
         return _unique(weights)
 
     @property
     def non_trainable_weights(self):
-        weights = list(self._non_trainable_variables)
+        weights = [v for v in self._trainable_variables if not v.trainable] + self._non_trainable_variables
         if not self.trainable:
-            weights = list(self._trainable_variables) + weights
+            weights = list(self._trainable_variables) + list(self._non_trainable_variables)
         for layer in self._layers:
             weights += layer.non_trainable_weights
         return _unique(weights)

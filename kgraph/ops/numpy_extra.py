@@ -1137,7 +1137,18 @@ def _einsum_pair(a, ta, b, tb, keep):
     def product(chars):
         return int(np.prod([size[c] for c in chars])) if chars else 1
 
-    if builtins.any(size[c] is None for c in left + right + contract) and (len(left) > 1 or len(right) > 1):
+    unknown = [c for c in left + right + contract if size[c] is None]
+    if unknown and not batch and len(unknown) == 1 and unknown[0] not in contract:
+        # The batch dimension (None) among one operand's free indices: a graph cannot fold it into
+        # other dimensions, so that operand keeps its free axes and matmul broadcasts over them.
+        if unknown[0] in right:
+            return _einsum_pair(b, tb, a, ta, keep)
+        a_moved = arrange(a, ta, left + contract)
+        a_batched = ops.reshape(a_moved, _dims([size[c] for c in left] + [product(contract)]))
+        b_matrix = ops.reshape(arrange(b, tb, contract + right), (product(contract), product(right)))
+        result = ops.reshape(ops.matmul(a_batched, b_matrix), _dims([size[c] for c in left + right]))
+        return result, "".join(left + right)
+    if unknown and (len(left) > 1 or len(right) > 1):
         raise ValueError("einsum: the batch dimension (None) must be a shared batch index or the only free index")
     a_moved = arrange(a, ta, batch + left + contract)
     b_moved = arrange(b, tb, batch + contract + right)
