@@ -60,6 +60,12 @@ from kgraph.layers.normalization import (
     UnitNormalization,
 )
 from kgraph.layers.pooling import (  # noqa: F401
+    AdaptiveAveragePooling1D,
+    AdaptiveAveragePooling2D,
+    AdaptiveAveragePooling3D,
+    AdaptiveMaxPooling1D,
+    AdaptiveMaxPooling2D,
+    AdaptiveMaxPooling3D,
     AveragePooling1D,
     AveragePooling2D,
     AveragePooling3D,
@@ -149,6 +155,8 @@ ALL_OBJECTS += [SimpleRNN, LSTM, GRU, SimpleRNNCell, LSTMCell, GRUCell, RNN, Sta
 ALL_OBJECTS += [Rescaling, Resizing, CenterCrop, RandomFlip, RandomTranslation, RandomRotation, RandomZoom,
                 RandomCrop, RandomContrast, RandomBrightness]
 ALL_OBJECTS += [EinsumDense, GroupedQueryAttention]
+ALL_OBJECTS += [AdaptiveAveragePooling1D, AdaptiveAveragePooling2D, AdaptiveAveragePooling3D,
+                AdaptiveMaxPooling1D, AdaptiveMaxPooling2D, AdaptiveMaxPooling3D]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
 
 # Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.

@@ -1,7 +1,8 @@
 """Pooling layers with Keras 3 names, arguments, defaults and configs.
 
-MaxPooling1D/2D/3D and AveragePooling1D/2D/3D (pool, strides, padding), and the global
-poolings, which are reductions over the spatial axes.
+MaxPooling1D/2D/3D and AveragePooling1D/2D/3D (pool, strides, padding), the global
+poolings, which are reductions over the spatial axes, and the adaptive poolings
+(AdaptiveMaxPooling1D/2D/3D, AdaptiveAveragePooling1D/2D/3D: a fixed output size).
 """
 
 from __future__ import annotations
@@ -152,6 +153,69 @@ class GlobalAveragePooling3D(BaseGlobalPooling):
 
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(3, data_format, keepdims, **kwargs)
+
+
+class BaseAdaptivePooling(Layer):
+    """Pools the spatial axes to a fixed `output_size` whatever the input size (PyTorch's
+    windows: cell i of an axis of length L pools [floor(i L / out), ceil((i + 1) L / out)))."""
+
+    mode = "max"
+    pool_dimensions = 2
+
+    def __init__(self, output_size, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        rank = self.pool_dimensions
+        if isinstance(output_size, int):
+            output_size = (output_size,) * rank
+        if (not isinstance(output_size, (tuple, list)) or len(output_size) != rank
+                or not all(isinstance(size, int) and size > 0 for size in output_size)):
+            raise TypeError(f"{type(self).__name__}: `output_size` must be a positive integer or a tuple of {rank} "
+                            f"positive integers. Received: {output_size!r} of type {type(output_size)}")
+        self.output_size = tuple(output_size)
+        self.data_format = standardize_data_format(data_format)
+        self.input_spec = InputSpec(ndim=rank + 2)
+        self.built = True
+
+    def call(self, inputs):
+        pool = ops.adaptive_max_pool if self.mode == "max" else ops.adaptive_average_pool
+        return pool(inputs, output_size=self.output_size, data_format=self.data_format)
+
+    def compute_output_shape(self, input_shape):
+        if self.data_format == "channels_last":
+            return (input_shape[0], *self.output_size, input_shape[-1])
+        return (input_shape[0], input_shape[1], *self.output_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"output_size": self.output_size, "data_format": self.data_format})
+        return config
+
+
+class AdaptiveMaxPooling1D(BaseAdaptivePooling):
+    pool_dimensions = 1
+
+
+class AdaptiveMaxPooling2D(BaseAdaptivePooling):
+    pool_dimensions = 2
+
+
+class AdaptiveMaxPooling3D(BaseAdaptivePooling):
+    pool_dimensions = 3
+
+
+class AdaptiveAveragePooling1D(BaseAdaptivePooling):
+    mode = "avg"
+    pool_dimensions = 1
+
+
+class AdaptiveAveragePooling2D(BaseAdaptivePooling):
+    mode = "avg"
+    pool_dimensions = 2
+
+
+class AdaptiveAveragePooling3D(BaseAdaptivePooling):
+    mode = "avg"
+    pool_dimensions = 3
 
 
 MaxPool1D, MaxPool2D, MaxPool3D = MaxPooling1D, MaxPooling2D, MaxPooling3D
