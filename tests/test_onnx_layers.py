@@ -118,6 +118,8 @@ LAYER_CASES = {
         q, v, use_causal_mask=True))],
     "EinsumDense": [layer(lambda: L.EinsumDense("abc,cde->abde", (None, 2, 3), bias_axes="de"), (3, 4)),
                     layer(lambda: L.EinsumDense("...b,bc->...c", 5, activation="relu"), (4,), "ellipsis")],
+    "ReversibleEmbedding": [case([((3,), "int32")], lambda ids: (lambda e: e(e(ids), reverse=True))(
+        L.ReversibleEmbedding(10, 4, tie_weights=False, logit_soft_cap=2.0)))],
     # convolution
     "Conv1D": [layer(lambda: L.Conv1D(3, 3, padding="causal", dilation_rate=2), (7, 2)),
                layer(lambda: L.Conv1D(4, 2, strides=2, groups=2, activation="relu"), (7, 4), "groups")],

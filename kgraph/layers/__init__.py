@@ -33,7 +33,7 @@ from kgraph.layers.convolutional import (  # noqa: F401
 )
 from kgraph.layers.core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape  # noqa: F401
 from kgraph.layers.einsum_dense import EinsumDense
-from kgraph.layers.embedding import Embedding
+from kgraph.layers.embedding import Embedding, ReversibleEmbedding
 from kgraph.layers.lambda_layer import Lambda
 from kgraph.layers.layer import InputSpec, Layer  # noqa: F401
 from kgraph.layers.merging import (  # noqa: F401
@@ -154,7 +154,7 @@ ALL_OBJECTS += [SimpleRNN, LSTM, GRU, SimpleRNNCell, LSTMCell, GRUCell, RNN, Sta
                 TimeDistributed, Bidirectional, Lambda]
 ALL_OBJECTS += [Rescaling, Resizing, CenterCrop, RandomFlip, RandomTranslation, RandomRotation, RandomZoom,
                 RandomCrop, RandomContrast, RandomBrightness]
-ALL_OBJECTS += [EinsumDense, GroupedQueryAttention]
+ALL_OBJECTS += [EinsumDense, GroupedQueryAttention, ReversibleEmbedding]
 ALL_OBJECTS += [AdaptiveAveragePooling1D, AdaptiveAveragePooling2D, AdaptiveAveragePooling3D,
                 AdaptiveMaxPooling1D, AdaptiveMaxPooling2D, AdaptiveMaxPooling3D]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
