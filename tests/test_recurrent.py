@@ -43,10 +43,12 @@ ACT = {"tanh": np.tanh, "sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid, "relu"
        "linear": lambda x: x}
 
 
-def run_cell(kind, x, mask, weights, states, act="tanh", ract="sigmoid", reset_after=True, drop=None):
+def run_cell(kind, x, mask, weights, states, act="tanh", ract="sigmoid", reset_after=True, drop=None,
+             input_drop=None):
     """Outputs per processed step and final states of one Keras cell run over x (n, T, d).
-    `drop` (n, G*u): recurrent dropout masks, gate k's h_tm1 is h * drop[:, k*u:(k+1)*u]
-    (Keras's cells with implementation 1)."""
+    `drop` (n, G*u): recurrent dropout masks, gate k's h_tm1 is h * drop[:, k*u:(k+1)*u];
+    `input_drop` (G, n, d): gate k's input is x * input_drop[k] (Keras's cells with
+    implementation 1)."""
     kernel, recurrent, bias = weights
     n, steps, _ = x.shape
     u = recurrent.shape[0]
@@ -56,14 +58,19 @@ def run_cell(kind, x, mask, weights, states, act="tanh", ract="sigmoid", reset_a
     def h_gate(h, k):
         return h if drop is None else h * drop[:, k * u:(k + 1) * u]
 
+    def project(xt):
+        if input_drop is None:
+            return xt @ kernel
+        return np.concatenate([(xt * m) @ kernel[:, k * u:(k + 1) * u] for k, m in enumerate(input_drop)], axis=1)
+
     for t in range(steps):
         xt = x[:, t].astype(np.float64)
         h = states[0]
         if kind == "rnn":
-            new = [ACT[act](xt @ kernel + h_gate(h, 0) @ recurrent + bias)]
+            new = [ACT[act](project(xt) + h_gate(h, 0) @ recurrent + bias)]
         elif kind == "lstm":
             c = states[1]
-            z = xt @ kernel + np.concatenate([h_gate(h, k) @ recurrent[:, k * u:(k + 1) * u] for k in range(4)],
+            z = project(xt) + np.concatenate([h_gate(h, k) @ recurrent[:, k * u:(k + 1) * u] for k in range(4)],
                                              axis=1) + bias
             i, f = ACT[ract](z[:, :u]), ACT[ract](z[:, u:2 * u])
             g, o = ACT[act](z[:, 2 * u:3 * u]), ACT[ract](z[:, 3 * u:])
@@ -71,7 +78,7 @@ def run_cell(kind, x, mask, weights, states, act="tanh", ract="sigmoid", reset_a
             new = [o * ACT[act](c_new), c_new]
         else:
             b_in, b_rec = (bias[0], bias[1]) if reset_after else (bias, np.zeros_like(bias))
-            xz = xt @ kernel + b_in
+            xz = project(xt) + b_in
             hz = [h_gate(h, k) @ recurrent[:, k * u:(k + 1) * u] for k in range(3)]
             if reset_after:
                 zg = ACT[ract](xz[:, :u] + hz[0] + b_rec[:u])
@@ -462,6 +469,37 @@ def test_recurrent_dropout_trains_and_is_off_at_inference():
     kernel, bias = dense.get_weights()
     np.testing.assert_allclose(model.predict(x, verbose=0), h @ kernel + bias, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(model(x)), h @ kernel + bias, rtol=1e-4, atol=1e-4)
+
+
+def test_implementation_1_draws_one_input_mask_per_gate(monkeypatch):
+    """LSTM(implementation=1) and GRU with recurrent dropout (which forces it, as Keras) drop each
+    gate's input with its own mask; the draws are replaced by known masks here."""
+    from kgraph import random as krandom
+
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((3, T, D)).astype("float32")
+    for kind, layer in (("lstm", layers.LSTM(U, dropout=0.3, implementation=1, return_sequences=True)),
+                        ("gru", layers.GRU(U, dropout=0.3, recurrent_dropout=0.2, return_sequences=True))):
+        assert layer.implementation == 1
+        layer(x)
+        _randomize(layer, 70)
+        input_masks = [np.where(rng.random((3, 1, D)) < 0.3, 0.0, 1 / 0.7).astype("float32")
+                       for _ in range(GATES[kind])]
+        recurrent = np.where(rng.random((3, GATES[kind] * U)) < 0.2, 0.0, 1 / 0.8).astype("float32")
+        queue = list(input_masks)
+
+        def fake_dropout(inputs, rate, noise_shape=None, seed=None, queue=queue, recurrent=recurrent):
+            inputs = np.asarray(inputs)
+            return inputs * (queue.pop(0) if inputs.ndim == 3 else recurrent)
+
+        monkeypatch.setattr(krandom, "dropout", fake_dropout)
+        got = np.asarray(layer(x, training=True))
+        monkeypatch.undo()
+        assert not queue, f"{kind}: one input mask per gate"
+        expected, _ = oracle(kind, layer, x, input_drop=[m[:, 0] for m in input_masks],
+                             drop=recurrent if kind == "gru" else None)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=kind)
+    assert layers.LSTM(2).implementation == 2 and layers.LSTM(2, recurrent_dropout=0.1).implementation == 1
 
 
 # -- 5c. stateful layers ------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class _Cell(Layer):
         self.dropout = min(1.0, max(0.0, float(dropout)))
         self.recurrent_dropout = min(1.0, max(0.0, float(recurrent_dropout)))
         self.seed = seed
+        # LSTM/GRU's Keras implementation 1 (per-gate input dropout masks), forced by recurrent dropout
+        self.implementation = 1 if self.recurrent_dropout > 0 else self.__dict__.get("implementation", 2)
         self.seed_generator = krandom.SeedGenerator(seed) if self.dropout > 0 or self.recurrent_dropout > 0 else None
         self.state_size = [self.units] * self.STATES if self.STATES > 1 else self.units
         self.output_size = self.units
@@ -96,10 +98,10 @@ class _Cell(Layer):
     def _projection(self, x, training):
         if training and self.dropout > 0:
             # One dropout mask per sequence, shared by its timesteps (as Keras's cells draw it).
-            # With recurrent dropout, Keras's LSTM and GRU cells (implementation 1) draw one
-            # mask per gate, each gate's columns of the kernel seeing its own dropped input.
+            # Keras's LSTM and GRU cells with implementation 1 (forced by recurrent dropout)
+            # draw one mask per gate, each gate's columns of the kernel seeing its own input.
             u, noise = self.units, (None, 1, x.shape[-1])
-            if self.GATES > 1 and self.recurrent_dropout > 0:
+            if self.GATES > 1 and self.implementation == 1:
                 xp = ops.concatenate([sequence_matmul(krandom.dropout(x, self.dropout, noise_shape=noise,
                                                                       seed=self.seed_generator),
                                                       self.kernel[:, k * u:(k + 1) * u])
@@ -183,6 +185,7 @@ class LSTMCell(_Cell):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", unit_forget_bias=True, **kwargs):
         self.unit_forget_bias = bool(unit_forget_bias)
+        self.implementation = int(kwargs.pop("implementation", 2))
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation, **kwargs)
 
     def _bias_initializer(self):
@@ -220,6 +223,7 @@ class GRUCell(_Cell):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", reset_after=True, **kwargs):
         self.reset_after = bool(reset_after)
+        self.implementation = int(kwargs.pop("implementation", 2))
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation, **kwargs)
 
     def _bias_shape(self):
@@ -501,7 +505,7 @@ class _FusedRNN(RNN):
                          activity_regularizer=regularizers.get(activity_regularizer), **layer_kwargs, **kwargs)
 
     def __getattr__(self, name):  # units, activation, ... read through to the cell (as Keras's properties)
-        if name in _CELL_ARGUMENTS + ("recurrent_activation", "unit_forget_bias", "reset_after"):
+        if name in _CELL_ARGUMENTS + ("recurrent_activation", "unit_forget_bias", "reset_after", "implementation"):
             cell = self.__dict__.get("cell")
             if cell is not None:
                 return getattr(cell, name)
@@ -529,7 +533,7 @@ class LSTM(_FusedRNN):
 
     CELL = LSTMCell
     CELL_NAME = "lstm_cell"
-    EXTRA = ("recurrent_activation", "unit_forget_bias")
+    EXTRA = ("recurrent_activation", "unit_forget_bias", "implementation")
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", unit_forget_bias=True, **kwargs):
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
@@ -541,7 +545,7 @@ class GRU(_FusedRNN):
 
     CELL = GRUCell
     CELL_NAME = "gru_cell"
-    EXTRA = ("recurrent_activation", "reset_after")
+    EXTRA = ("recurrent_activation", "reset_after", "implementation")
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", reset_after=True, **kwargs):
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
