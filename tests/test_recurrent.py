@@ -603,6 +603,34 @@ def test_stateful_fit_without_shuffling_and_save_load(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, batch_size=BATCH, verbose=0), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_stateful_bidirectional_and_stacked_cells_carry_and_reset_their_states():
+    """Eager calls (the ops' numpy references): two halves equal one call of a stateless copy."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((2, 2 * T, D)).astype("float32")
+    for make in (lambda stateful: layers.RNN([layers.LSTMCell(3), layers.GRUCell(2)], stateful=stateful,
+                                             return_sequences=True),
+                 lambda stateful: layers.Bidirectional(layers.SimpleRNN(2, stateful=stateful))):
+        stateful, plain = make(True), make(False)
+        stateful(x[:, :T])
+        plain(x)
+        plain.set_weights([(0.5 * rng.standard_normal(w.shape)).astype("float32") for w in plain.get_weights()])
+        stateful.set_weights(plain.get_weights())
+        stateful.reset_states()
+        halves = [np.asarray(stateful(x[:, :T])), np.asarray(stateful(x[:, T:]))]
+        if isinstance(stateful, layers.Bidirectional):  # the backward direction reads each half backwards
+            forward = np.asarray(plain.forward_layer(x))
+            np.testing.assert_allclose(halves[1][:, :2], forward, rtol=1e-5, atol=1e-6)
+            assert len(stateful.states) == 2
+        else:
+            np.testing.assert_allclose(np.concatenate(halves, axis=1), np.asarray(plain(x)), rtol=1e-5, atol=1e-6)
+            assert [tuple(s.shape) for s in stateful.states] == [(2, 3), (2, 3), (2, 2)]
+        stateful.reset_states()
+        assert all(not np.any(np.asarray(s)) for s in stateful.states)
+        np.testing.assert_allclose(np.asarray(stateful(x[:, :T])), halves[0], rtol=1e-6, atol=1e-7)
+    with pytest.raises(AttributeError, match="stateful"):
+        layers.Bidirectional(layers.LSTM(2)).reset_state()
+
+
 def test_match_batch_gradient_reaches_the_fixed_batch_state():
     graph = Graph("match_batch_grad")
     with tracing(graph):
