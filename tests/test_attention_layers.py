@@ -1,10 +1,14 @@
 """Attention layers against numpy transcriptions of Keras 3's formulas."""
 
+import os
+import subprocess
+
 import numpy as np
 import pytest
+from keras_reference import SKIP_REASON, keras_python
 
 import kgraph as keras
-from kgraph import ops
+from kgraph import ops, saving
 from kgraph.compiler.autodiff import gradients
 from kgraph.compiler.passes.pipeline import compile_graph
 from kgraph.ir import Graph, SymbolicTensor, tracing
@@ -266,3 +270,37 @@ def test_group_query_attention_trains_in_a_functional_model():
     expected = gqa_reference(layer, x[:3].astype("float64"), x[:3].astype("float64"),
                              np.broadcast_to(np.tril(np.ones((6, 6), bool)), (3, 6, 6)))[0]
     np.testing.assert_allclose(layer(x[:3], x[:3], use_causal_mask=True), expected, rtol=1e-4, atol=1e-4)
+
+
+KERAS_MODEL = """
+import sys, numpy as np, keras
+out = sys.argv[1]
+q, v, ids = keras.Input((5, 6)), keras.Input((7, 6)), keras.Input((5,), dtype="int32")
+h = keras.layers.EinsumDense("abc,cde->abde", (None, 2, 3), bias_axes="de", bias_initializer="random_normal")(q)
+a = keras.layers.GroupQueryAttention(head_dim=3, num_query_heads=4, num_key_value_heads=2,
+                                     bias_initializer="random_normal")(keras.layers.Reshape((5, 6))(h), v,
+                                                                       use_causal_mask=True)
+e = keras.layers.ReversibleEmbedding(11, 6, tie_weights=False, embeddings_initializer="random_normal")
+model = keras.Model([q, v, ids], e(keras.layers.Add()([a, e(ids)]), reverse=True))
+rng = np.random.default_rng(0)
+xs = [rng.standard_normal((2, 5, 6)).astype("float32"), rng.standard_normal((2, 7, 6)).astype("float32"),
+      rng.integers(0, 11, (2, 5)).astype("int32")]
+for i, x in enumerate(xs):
+    np.save(f"{out}/input_{i}.npy", x)
+np.save(f"{out}/output.npy", np.asarray(model.predict(xs, verbose=0)))
+model.save(f"{out}/model.keras")
+"""
+
+
+@pytest.mark.skipif(keras_python() is None, reason=SKIP_REASON)
+def test_keras_written_file_loads_and_predicts_the_same(tmp_path):
+    """EinsumDense, GroupQueryAttention and ReversibleEmbedding in a model saved by Keras 3 itself:
+    kgraph reads the config and the weights (by Keras's names and shapes) and predicts the same."""
+    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "jax")}
+    done = subprocess.run([keras_python(), "-c", KERAS_MODEL, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = saving.load_model(str(tmp_path / "model.keras"))
+    xs = [np.load(tmp_path / f"input_{i}.npy") for i in range(3)]
+    np.testing.assert_allclose(model.predict(xs, verbose=0), np.load(tmp_path / "output.npy"), rtol=1e-5,
+                               atol=1e-5)
