@@ -14,6 +14,7 @@ import itertools
 
 import numpy as np
 import pytest
+from keras_reference import SKIP_REASON, keras_python
 
 from kgraph import ops
 from kgraph.compiler.autodiff import gradients
@@ -525,3 +526,75 @@ def test_namespace_exports():
     assert ops.numpy.unique is ops.unique and ops.numpy.view is ops.view
     for name in ("fold", "unfold", "ctc_loss", "ctc_decode", "adaptive_average_pool", "adaptive_max_pool"):
         assert getattr(ops.nn, name) is getattr(ops, name)
+
+
+# -- the optional Keras 3 oracle (KGRAPH_KERAS_PYTHON) ------------------------------------------------------
+KERAS_SCRIPT = r"""
+import inspect, json, sys
+import numpy as np
+import keras
+from keras import ops
+data = {k: np.asarray(v, dtype=np.float32) for k, v in json.load(sys.stdin).items()}
+x, logits = data["x"], data["logits"]
+compose = lambda p, q: (p[0] * q[0], q[0] * p[1] + q[1])
+paths, scores = ops.ctc_decode(logits, np.array([6, 4]), strategy="beam_search", beam_width=20, top_paths=2)
+greedy, greedy_scores = ops.ctc_decode(logits, np.array([6, 4]))
+values = {
+    "beam": [np.asarray(paths).tolist(), np.asarray(scores).tolist()],
+    "greedy": [np.asarray(greedy).tolist(), np.asarray(greedy_scores).tolist()],
+    "ctc_loss": np.asarray(ops.ctc_loss(np.array([[1, 2, 2], [3, 1, 0]]), logits, np.array([3, 1]),
+                                        np.array([6, 4]), mask_index=4)).tolist(),
+    "scan": np.asarray(ops.associative_scan(compose, (x[0], x[1]), reverse=True, axis=1)[1]).tolist(),
+    "unfold": np.asarray(ops.unfold(x, (2, 3), dilation=(1, 2), padding=1, stride=(2, 1))).tolist(),
+    "scatter_update": np.asarray(ops.scatter_update(x[0, 0], np.array([[1, 2], [4, 0]]), x[1, 0, 0, :2],
+                                                    reduction="max")).tolist(),
+    "rearrange": np.asarray(ops.rearrange(x, "b c (h h1) w -> h (b w) (c h1)", h1=1)).tolist(),
+    "adaptive": np.asarray(ops.adaptive_average_pool(x, (3, 4), data_format="channels_first")).tolist(),
+}
+names = ["scatter", "scatter_update", "get_item", "unique", "nonzero", "view", "rearrange", "associative_scan",
+         "vectorize", "custom_gradient", "unfold", "fold", "adaptive_average_pool", "adaptive_max_pool",
+         "ctc_loss", "ctc_decode"]
+signatures = {n: [[p.name, repr(p.default)] for p in inspect.signature(getattr(ops, n)).parameters.values()]
+              for n in names}
+print(json.dumps({"values": values, "signatures": signatures}))
+"""
+
+
+def _signature(fn):
+    import inspect
+
+    return [[p.name, repr(p.default)] for p in inspect.signature(fn).parameters.values()]
+
+
+@pytest.mark.skipif(keras_python() is None, reason=SKIP_REASON)
+def test_signatures_and_values_match_keras():
+    import json
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    logits = (2 * rng.standard_normal((2, 6, 5))).astype(np.float32)
+    run = subprocess.run([keras_python(), "-c", KERAS_SCRIPT], input=json.dumps({"x": x.tolist(),
+                         "logits": logits.tolist()}), capture_output=True, text=True, timeout=300,
+                         env={"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = json.loads(run.stdout)
+    for name, signature in expected["signatures"].items():
+        assert _signature(getattr(ops, name)) == signature, name
+    values = expected["values"]
+    paths, scores = ops.ctc_decode(logits, np.array([6, 4]), strategy="beam_search", beam_width=20, top_paths=2)
+    np.testing.assert_array_equal(paths, values["beam"][0])
+    np.testing.assert_allclose(scores, values["beam"][1], rtol=1e-5)
+    greedy, greedy_scores = ops.ctc_decode(logits, np.array([6, 4]))
+    np.testing.assert_array_equal(greedy, values["greedy"][0])
+    np.testing.assert_allclose(greedy_scores, values["greedy"][1], rtol=1e-5)
+    loss = ops.ctc_loss(np.array([[1, 2, 2], [3, 1, 0]]), logits, np.array([3, 1]), np.array([6, 4]), mask_index=4)
+    np.testing.assert_allclose(loss, values["ctc_loss"], rtol=1e-5)
+    scan = ops.associative_scan(_compose, (x[0], x[1]), reverse=True, axis=1)[1]
+    np.testing.assert_allclose(scan, values["scan"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ops.unfold(x, (2, 3), dilation=(1, 2), padding=1, stride=(2, 1)), values["unfold"])
+    np.testing.assert_allclose(ops.scatter_update(x[0, 0], np.array([[1, 2], [4, 0]]), x[1, 0, 0, :2],
+                                                  reduction="max"), values["scatter_update"])
+    np.testing.assert_allclose(ops.rearrange(x, "b c (h h1) w -> h (b w) (c h1)", h1=1), values["rearrange"])
+    np.testing.assert_allclose(ops.adaptive_average_pool(x, (3, 4), data_format="channels_first"),
+                               values["adaptive"], rtol=1e-5, atol=1e-6)
