@@ -598,3 +598,31 @@ def test_signatures_and_values_match_keras():
     np.testing.assert_allclose(ops.rearrange(x, "b c (h h1) w -> h (b w) (c h1)", h1=1), values["rearrange"])
     np.testing.assert_allclose(ops.adaptive_average_pool(x, (3, 4), data_format="channels_first"),
                                values["adaptive"], rtol=1e-5, atol=1e-6)
+
+
+def test_custom_gradient_in_a_layer_under_fit():
+    """A layer whose custom gradient is zero freezes everything before it in a compiled
+    training step, while the layers after it train and the forward is unchanged."""
+    import kgraph as keras
+
+    @ops.custom_gradient
+    def block_gradient(x):
+        return ops.multiply(x, 1.0), lambda upstream: ops.multiply(upstream, 0.0)
+
+    class Block(keras.layers.Layer):
+        def call(self, x):
+            return block_gradient(x)
+
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(1, name="after")(Block()(keras.layers.Dense(3, name="before")(inputs)))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss="mse")
+    before, after = model.get_layer("before").get_weights(), model.get_layer("after").get_weights()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 4)).astype(np.float32), rng.random((32, 1)).astype(np.float32)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    for old, new in zip(before, model.get_layer("before").get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert not np.array_equal(after[0], model.get_layer("after").get_weights()[0])
+    (w1, b1), (w2, b2) = model.get_layer("before").get_weights(), model.get_layer("after").get_weights()
+    np.testing.assert_allclose(model.predict(x, verbose=0), (x @ w1 + b1) @ w2 + b2, rtol=1e-5, atol=1e-6)
