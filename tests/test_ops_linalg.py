@@ -33,7 +33,7 @@ def _inputs():
     return {"square": square, "tall": rng.standard_normal((4, 3)), "wide": rng.standard_normal((3, 5)),
             "spd": spd, "real_eig": spd + noise - 0.5 * np.swapaxes(noise, -1, -2),
             "rhs": rng.standard_normal((2, 3, 2)), "vector": rng.standard_normal(3),
-            "tall_rhs": rng.standard_normal((4, 2)), "low_rank": low_rank}
+            "tall_rhs": rng.standard_normal((4, 2)), "low_rank": low_rank, "pivoting": rng.standard_normal((4, 4))}
 
 
 def _flat(*xs):
@@ -89,20 +89,20 @@ CASES = {
     "lstsq": (["tall", "tall_rhs"], ops.lstsq, lambda a, b: np.linalg.lstsq(a, b)[0]),
     "lstsq_vector": (["tall", "vector"], lambda a, b: ops.lstsq(ops.transpose(a)[:, :3], b),
                      lambda a, b: np.linalg.lstsq(a.T[:, :3], b)[0]),
+    "lu_factor": (["pivoting"], lambda x: ops.lu_factor(x)[0], lambda x: scipy.linalg.lu_factor(x)[0]),
+    "lu_factor_batched": (["square"], lambda x: ops.lu_factor(x)[0],
+                          lambda x: np.stack([scipy.linalg.lu_factor(m)[0] for m in x])),
     "norm_nuc": (["tall"], lambda x: ops.norm(x, ord="nuc"), lambda x: np.linalg.norm(x, "nuc")),
     "norm_spectral": (["square"], lambda x: ops.norm(x, ord=2, axis=(-1, -2), keepdims=True),
                       lambda x: np.linalg.norm(x, 2, axis=(-1, -2), keepdims=True)),
     "norm_smallest": (["wide"], lambda x: ops.norm(x, ord=-2, axis=(1, 0)),
                       lambda x: np.linalg.norm(x, -2, axis=(1, 0))),
 }
-# Not differentiable (integer results, or no gradient rule): checked forward only.
+# Integer results (or non-square LU): checked forward only.
 FORWARD_CASES = {
     "matrix_rank": (["low_rank"], ops.matrix_rank, lambda x: np.linalg.matrix_rank(x)),
     "matrix_rank_batched": (["square"], ops.matrix_rank, lambda x: np.linalg.matrix_rank(x)),
-    "lu_factor_square": (["square"], lambda x: ops.lu_factor(x)[0],
-                         lambda x: np.stack([scipy.linalg.lu_factor(m)[0] for m in x])),
-    "lu_pivots": (["square"], lambda x: ops.lu_factor(x)[1],
-                  lambda x: np.stack([scipy.linalg.lu_factor(m)[1] for m in x])),
+    "lu_pivots": (["pivoting"], lambda x: ops.lu_factor(x)[1], lambda x: scipy.linalg.lu_factor(x)[1]),
     "lu_factor_tall": (["tall"], lambda x: ops.lu_factor(x)[0], lambda x: scipy.linalg.lu_factor(x)[0]),
     "lu_pivots_wide": (["wide"], lambda x: ops.lu_factor(x)[1], lambda x: scipy.linalg.lu_factor(x)[1]),
 }
@@ -156,6 +156,7 @@ def compiled():
 @pytest.mark.parametrize("name", sorted(CASES) + sorted(FORWARD_CASES))
 def test_compiled_matches_numpy(compiled, name):
     values, outputs, index, _ = compiled
+    assert list(scipy.linalg.lu_factor(values["pivoting"])[1]) != [0, 1, 2, 3], "the LU case must swap rows"
     names, _, reference = {**CASES, **FORWARD_CASES}[name]
     expected = np.asarray(reference(*[values[n] for n in names]))
     actual = outputs[index[name][0]]
@@ -324,7 +325,7 @@ def test_bad_arguments_are_refused_with_a_message():
 @pytest.mark.parametrize("fn, message", [
     (lambda x: ops.qr(x, mode="complete")[0], "qr: the gradient of mode='complete' with more rows"),
     (lambda x: ops.svd(x)[0], "svd: the gradient of full_matrices=True for non-square"),
-    (lambda x: ops.lu_factor(x)[0], "lu_factor: kgraph has no gradient"),
+    (lambda x: ops.lu_factor(x)[0], "lu_factor: the gradient is defined for square matrices only, got 4 x 3"),
 ])
 def test_gradients_that_are_not_defined_say_so(fn, message):
     graph = Graph("linalg_grad_errors")

@@ -454,9 +454,32 @@ def _lu_factor_numba(node, inputs):
     return lines + _store("lu", (m, n), 0)
 
 
+def _row_swaps(pivots, n, like):
+    """The permutation matrix P [..., n, n] of getrf's row swaps (row j with row pivots[j], in
+    order), so that P A = L U."""
+    perm = ops.add(ops.zeros_like(like), _eye(n, like))
+    for j in range(n):
+        e_j = _eye(n, like)[j]
+        e_p = ops.cast(ops.one_hot(ops.cast(pivots[..., j], "int32"), n), like.dtype)
+        row_j = perm[..., j, :]
+        row_p = ops.squeeze(ops.matmul(ops.expand_dims(e_p, -2), perm), -2)
+        change = ops.subtract(row_p, row_j)
+        perm = ops.add(perm, ops.multiply(ops.expand_dims(e_j, -1), ops.expand_dims(change, -2)))
+        perm = ops.subtract(perm, ops.multiply(ops.expand_dims(e_p, -1), ops.expand_dims(change, -2)))
+    return perm
+
+
 def _lu_factor_grad(ctx):
-    raise NotImplementedError("lu_factor: kgraph has no gradient for the LU factorization; "
-                              "differentiate through solve, det or inv instead")
+    """With P A = L U: B = P A gets L^-T (tril(L^T dL, -1) + triu(dU U^T)) U^-T; A gets P^T of it."""
+    m, n = ctx.inputs[0].shape[-2:]
+    if m != n:
+        raise NotImplementedError(f"lu_factor: the gradient is defined for square matrices only, got {m} x {n}")
+    lu, pivots = _unpack(ctx.output, "lu_factor", {}, m, n)
+    grad_lu, _ = _unpack(ctx.upstream, "lu_factor", {}, m, n)  # the pivots have no gradient
+    lower, upper = ops.add(ops.tril(lu, -1), _eye(n, lu)), ops.triu(lu)
+    middle = ops.add(ops.tril(_mm(_t(lower), ops.tril(grad_lu, -1)), -1), ops.triu(_mm(ops.triu(grad_lu), _t(upper))))
+    grad_b = _t(bind("solve", [upper, _t(bind("solve", [_t(lower), middle]))]))
+    return [_mm(_t(_row_swaps(pivots, n, lu)), grad_b)]
 
 
 # -- samples (registry tests) ------------------------------------------------------------------------------
@@ -500,6 +523,12 @@ def _eig_samples(rng):
     return [([(x + noise - np.swapaxes(noise, -1, -2) * 0.5).astype(np.float32)], {})]
 
 
+def _lu_samples(rng):
+    # no diagonal boost: rows get swapped
+    return [([rng.standard_normal((4, 4)).astype(np.float32)], {}),
+            ([rng.standard_normal((2, 3, 3)).astype(np.float32)], {})]
+
+
 def _pinv_samples(rng):
     return [([_matrices(rng, 4, 3)], {"rcond": 1e-6}), ([_matrices(rng, 2, 2, 3)], {"rcond": 1e-6})]
 
@@ -527,7 +556,7 @@ register(OpDef("pinv", LAPACK, _pinv_infer, lambda attrs, x: np.linalg.pinv(x, r
                grad=_pinv_grad, samples=_pinv_samples, doc="the Moore-Penrose pseudoinverse",
                extra={"numba": _pinv_numba}))
 register(OpDef("lu_factor", LAPACK, _packed_infer("lu_factor", False), _lu_factor_reference,
-               grad=_lu_factor_grad, doc="[LU, pivots] packed (pivots as floats)",
+               grad=_lu_factor_grad, samples=_lu_samples, doc="[LU, pivots] packed (pivots as floats)",
                extra={"numba": _lu_factor_numba}))
 
 NUMBA_TEMPLATES = {name: opdef.extra["numba"] for name, opdef in OPS.items() if opdef.kind == LAPACK}
@@ -658,7 +687,8 @@ def matrix_rank(x, tol=None):
 
 def lu_factor(x):
     """(lu, pivots) of x (..., M, N) as scipy.linalg.lu_factor: L (unit diagonal, below) and U in
-    one matrix, pivots int32 (row i was swapped with row pivots[i]). Not differentiable."""
+    one matrix, pivots int32 (row i was swapped with row pivots[i]). Differentiable (lu) for
+    square x."""
     x = _float_matrices(x, "lu_factor")
     lu, pivots = _unpacked(x, "lu_factor")
     return lu, ops.cast(pivots, "int32")
