@@ -10,6 +10,7 @@ serves the module.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -103,6 +104,13 @@ def _log_softmax(z):
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
+@functools.cache
+def _alignments(target, steps, classes, blank):
+    """Every path of `steps` classes that collapses to `target` (an array, one path per row)."""
+    paths = np.array(list(itertools.product(range(classes), repeat=steps)))
+    return paths[np.array([_collapse(p, blank) == target for p in paths])]
+
+
 def _np_ctc_loss(labels, logits, label_length, logit_length, blank):
     """-log of the summed probability of every alignment that collapses to the label sequence,
     by enumerating all C^T alignments (tiny T and C only)."""
@@ -110,10 +118,9 @@ def _np_ctc_loss(labels, logits, label_length, logit_length, blank):
     for b in range(len(labels)):
         steps, classes = int(logit_length[b]), logits.shape[2]
         target = tuple(int(v) for v in labels[b][:label_length[b]])
-        paths = np.array(list(itertools.product(range(classes), repeat=steps)))
-        keep = np.array([_collapse(p, blank) == target for p in paths])
+        alignments = _alignments(target, steps, classes, blank)
         log_probs = _log_softmax(logits[b, :steps])
-        scores = log_probs[np.arange(steps), paths[keep]].sum(axis=1)
+        scores = log_probs[np.arange(steps), alignments].sum(axis=1)
         top = scores.max()
         losses.append(-(top + np.log(np.exp(scores - top).sum())))
     return np.array(losses)
