@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.special as sp
+from compiled_cases import compile_cases
 
 from kgraph import ops
-from kgraph.compiler.autodiff import gradients
-from kgraph.compiler.passes.pipeline import compile_graph
 from kgraph.ir import Graph, SymbolicTensor, tracing
 
 SHAPE = (3, 4, 5)
@@ -406,27 +405,9 @@ def test_eager_matches_numpy(name):
 
 def _compile_cases(cases, graph_name):
     """One float64 graph: every case's output, and d sum(f(x) * w) / dx for the differentiable ones."""
-    graph = Graph(graph_name)
-    forward, grads = {}, {}
-    rng = np.random.default_rng(11)
-    weights = {}
-    with tracing(graph):
-        x = SymbolicTensor(graph, graph.add_placeholder(SHAPE, "float64", "x").id)
-        for name, (fn, _, differentiable) in cases.items():
-            y = fn(x)
-            forward[name] = len(graph.outputs)
-            graph.outputs.append(y.node_id)
-            if differentiable:
-                assert y.dtype == "float64", f"{name}: a float64 input gave {y.dtype}"
-                weights[name] = rng.standard_normal(y.shape)
-                loss = ops.sum(ops.multiply(y, weights[name]))
-                grads[name] = len(graph.outputs)
-                graph.outputs += gradients(graph, loss.node_id, [x.node_id])
-    executable = compile_graph(graph)
     x_value = _x()
-    with np.errstate(all="ignore"):
-        outputs = [np.array(o) for o in executable(x_value)]
-    return x_value, outputs, forward, grads, weights
+    cases = {name: (fn, differentiable) for name, (fn, _, differentiable) in cases.items()}
+    return (x_value,) + compile_cases(cases, graph_name, x_value)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import scipy.signal
 import scipy.special as sp
+from compiled_cases import compile_cases
 from keras_reference import SKIP_REASON, keras_python
 
 from kgraph import ops
-from kgraph.compiler.autodiff import gradients
 from kgraph.compiler.passes.pipeline import compile_graph
 from kgraph.ir import Graph, SymbolicTensor, tracing
 
@@ -156,28 +156,11 @@ def test_eager_float32_matches_numpy(name):
 
 
 def _compile_cases(names, graph_name):
-    """One float64 graph: each case's output, and d sum(f(x) * w) / dx for the differentiable ones."""
-    graph = Graph(graph_name)
-    forward, grads, weights = {}, {}, {}
-    rng = np.random.default_rng(11)
-    with tracing(graph):
-        x = SymbolicTensor(graph, graph.add_placeholder(SHAPE, "float64", "x").id)
-        for name in names:
-            fn, _, differentiable = CASES[name]
-            y = fn(x)
-            forward[name] = len(graph.outputs)
-            graph.outputs.append(y.node_id)
-            if differentiable:
-                assert y.dtype == "float64", f"{name}: a float64 input gave {y.dtype}"
-                weights[name] = rng.standard_normal(y.shape)
-                loss = ops.sum(ops.multiply(ops.where(ops.isnan(y), 0.0, y), weights[name]))
-                grads[name] = len(graph.outputs)
-                graph.outputs += gradients(graph, loss.node_id, [x.node_id])
-    executable = compile_graph(graph)
+    """One float64 graph: each case's output, and d sum(f(x) * w) / dx for the differentiable
+    ones (NaN outputs, e.g. of nanquantile, count as 0)."""
     x_value = _x()
-    with np.errstate(all="ignore"):
-        outputs = [np.array(o) for o in executable(x_value)]
-    return x_value, outputs, forward, grads, weights
+    cases = {name: (CASES[name][0], CASES[name][2]) for name in names}
+    return (x_value,) + compile_cases(cases, graph_name, x_value, nan_as_zero=True)
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ import itertools
 
 import numpy as np
 import pytest
+from compiled_cases import compile_cases
 from keras_reference import SKIP_REASON, keras_python
 
 from kgraph import ops
 from kgraph.compiler.autodiff import gradients
-from kgraph.compiler.passes.pipeline import compile_graph
 from kgraph.ir import Graph, SymbolicTensor, tracing
 
 SHAPE = (2, 3, 5, 6)
@@ -274,29 +274,12 @@ for _name in CASES:
 
 def _compile_group(group):
     """One float64 graph per group: each case's output and d sum(f(x) * w) / dx."""
-    graph = Graph(f"test_ops_structural_{group}")
-    rng = np.random.default_rng(11)
-    forward, grads, weights = {}, {}, {}
     if group == "custom":
         cases = {name: (fn, True) for name, (fn, _, _) in CUSTOM.items()}
     else:
         cases = {name: (fn, d) for name, (fn, _, d) in CASES.items() if GROUP_OF[name] == group}
-    with tracing(graph):
-        x = SymbolicTensor(graph, graph.add_placeholder(SHAPE, "float64", "x").id)
-        for name, (fn, differentiable) in cases.items():
-            y = fn(x)
-            forward[name] = len(graph.outputs)
-            graph.outputs.append(y.node_id)
-            if differentiable:
-                assert y.dtype == "float64", f"{name}: a float64 input gave {y.dtype}"
-                weights[name] = rng.standard_normal(y.shape)
-                loss = ops.sum(ops.multiply(y, weights[name]))
-                grads[name] = len(graph.outputs)
-                graph.outputs += gradients(graph, loss.node_id, [x.node_id])
-    executable = compile_graph(graph)
     x_value = _x()
-    outputs = [np.array(o) for o in executable(x_value)]
-    return x_value, outputs, forward, grads, weights
+    return (x_value,) + compile_cases(cases, f"test_ops_structural_{group}", x_value)
 
 
 @pytest.fixture(scope="module")
