@@ -154,6 +154,14 @@ class _HeadProjection(Layer):
         return y
 
 
+def _call_building_from_shapes(self, query, value=None, key=None, **kwargs):
+    """Layer.__call__ for the attention layers whose build takes the query, value and key shapes."""
+    if not self.built:
+        self.build(tuple(query.shape), tuple(value.shape) if value is not None else None,
+                   tuple(key.shape) if key is not None else None)
+    return Layer.__call__(self, query, value=value, key=key, **kwargs)
+
+
 class MultiHeadAttention(Layer):
     """Keras 3's MultiHeadAttention (attention over axis 1; masks, causal masks, dropout)."""
 
@@ -219,11 +227,7 @@ class MultiHeadAttention(Layer):
             shape = tuple(inputs.shape) if hasattr(inputs, "shape") else tuple(inputs[0].shape)
             self.build(shape)
 
-    def __call__(self, query, value=None, key=None, **kwargs):
-        if not self.built:
-            self.build(tuple(query.shape), tuple(value.shape) if value is not None else None,
-                       tuple(key.shape) if key is not None else None)
-        return super().__call__(query, value=value, key=key, **kwargs)
+    __call__ = _call_building_from_shapes
 
     def call(self, query, value=None, key=None, query_mask=None, value_mask=None, key_mask=None,
              attention_mask=None, return_attention_scores=False, training=None, use_causal_mask=False):
@@ -383,11 +387,7 @@ class GroupedQueryAttention(Layer):
         self._output_dense.build((None, None, q_heads, depth))
         self.built = True
 
-    def __call__(self, query, value=None, key=None, **kwargs):
-        if not self.built:
-            self.build(tuple(query.shape), tuple(value.shape) if value is not None else None,
-                       tuple(key.shape) if key is not None else None)
-        return super().__call__(query, value=value, key=key, **kwargs)
+    __call__ = _call_building_from_shapes
 
     def call(self, query, value=None, key=None, query_mask=None, value_mask=None, key_mask=None,
              attention_mask=None, return_attention_scores=False, training=None, use_causal_mask=False):
