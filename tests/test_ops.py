@@ -378,7 +378,20 @@ def _float64(x):
     return x.astype(np.float64) if x.dtype.kind == "f" else x
 
 
-GRAD_CASES = [c for c in CASES if c.has_gradient(_reference(c, [_float64(x) for x in c.inputs]).dtype)]
+def _float64_cases():
+    """Cases of ops whose attrs pin their dtypes (control flow holds traced float32 function
+    graphs): the op's own float64 samples (OpDef extra["float64_samples"])."""
+    cases = []
+    for name in sorted(OPS):
+        make = OPS[name].extra.get("float64_samples")
+        for index, (inputs, attrs) in enumerate(make(_rng(name, "float64")) if make else []):
+            cases.append(Case(name, index, [np.asarray(x) for x in inputs], dict(attrs)))
+    return cases
+
+
+GRAD_CASES = [c for c in CASES + _float64_cases()
+              if c.opdef.differentiable and ("float64_samples" not in c.opdef.extra or c.inputs[-1].dtype == np.float64)
+              and c.has_gradient(_reference(c, [_float64(x) for x in c.inputs]).dtype)]
 
 
 @pytest.mark.parametrize("case", GRAD_CASES, ids=[c.id for c in GRAD_CASES])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 
 from kgraph.compiler.lower.numba import codegen as numba_codegen
+from kgraph.compiler.lower.numba import control as numba_control
 from kgraph.compiler.lower.triton import codegen as triton_codegen
 from kgraph.ops import OPS
 from kgraph.ops.registry import ELEMENTWISE
@@ -34,6 +35,10 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
        for name in ("qr", "svd", "eigh", "eig", "pinv", "lu_factor")},
     **{name: {"triton": "LAPACK on the GPU (cuSOLVER) is not wired in: linear algebra runs with numba on the CPU"}
        for name in ("det", "slogdet", "inv", "solve")},
+    **{name: {backend: "no loops or branches of its own yet: kgraph/compiler/passes/expand_control.py unrolls a "
+                       "scan of static length and selects a switch's branch with where before lowering; a "
+                       "while_loop is refused with its reason" for backend in ("triton", "onnx")}
+       for name in ("scan", "switch", "while_loop")},
 }
 CORE_CONCERNS = ("shape", "reference", "grad")
 BACKENDS = ("numba", "triton", "onnx")
@@ -55,6 +60,8 @@ def _lowerable(opdef, templates, reductions):
 
 
 def _numba(opdef):
+    if opdef.kind == "control":
+        return opdef.name in numba_control.RENDERERS
     return _lowerable(opdef, numba_codegen.KERNEL_TEMPLATES, numba_codegen.REDUCTIONS)
 
 

@@ -30,6 +30,7 @@ def gradients(graph, target_id, source_ids):
         reachable |= nx.descendants(graph.nx, source) | {source}
     on_path = relevant & reachable
     order = [n for n in nx.lexicographical_topological_sort(graph.nx) if n in on_path]
+    position = {n: k for k, n in enumerate(order)}
     with tracing(graph):
         upstream = {target_id: ops.ones_like(SymbolicTensor(graph, target_id))}
         for node_id in reversed(order):
@@ -41,8 +42,15 @@ def gradients(graph, target_id, source_ids):
             opdef = get_op(node.op)
             inputs = [SymbolicTensor(graph, i) for i in node.inputs]
             if not opdef.differentiable or opdef.grad is None:
+                if "grad_error" in opdef.extra:
+                    raise NotImplementedError(opdef.extra["grad_error"])
                 continue
-            context = GradContext(inputs, SymbolicTensor(graph, node_id), upstream[node_id], node.attrs)
+            if "siblings" in opdef.extra:
+                context = _sibling_context(graph, node, opdef, inputs, upstream, position)
+                if context is None:
+                    continue
+            else:
+                context = GradContext(inputs, SymbolicTensor(graph, node_id), upstream[node_id], node.attrs)
             input_grads = opdef.grad(context)
             if len(input_grads) != len(inputs):
                 raise RuntimeError(f"gradient rule of '{node.op}' returned {len(input_grads)} "
@@ -63,6 +71,18 @@ def gradients(graph, target_id, source_ids):
                 results.append(ops.zeros_like(SymbolicTensor(graph, source)).node_id)
     return results
 
+
+def _sibling_context(graph, node, opdef, inputs, upstream, position):
+    """The context of a multi-result op (control flow: one node per result) with the upstream
+    gradients of all its results, as lists by result index; None until the walk reaches the
+    first of them in topological order, where every result's upstream is complete."""
+    results = opdef.extra["siblings"](graph, node)
+    reached = [r for r in results if r is not None and r in upstream]
+    if min(reached, key=position.__getitem__) != node.id:
+        return None
+    outputs = [None if r is None else SymbolicTensor(graph, r) for r in results]
+    grads = [upstream.get(r) if r is not None else None for r in results]
+    return GradContext(inputs, outputs, grads, node.attrs)
 
 
 def jvp(graph, output_ids, source_ids, tangent_ids):

@@ -20,7 +20,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from kgraph.compiler.passes.expand_control import expand_control_flow
 from kgraph.exporters.onnx_ops import ONNX_OPS, OnnxExportError
+from kgraph.ops.control_flow import CONTROL_FLOW_OPS
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -206,6 +208,9 @@ def convert(graph, opset=DEFAULT_OPSET, name=None):
     if graph.state_updates:
         raise OnnxExportError(f"graph '{graph.name}' updates variables (it is a training graph); "
                               "export the inference graph (trace_inference_graph(model))")
+    if any(graph.node(i).op in CONTROL_FLOW_OPS for i in graph.nx.nodes):
+        graph = graph.copy()
+        expand_control_flow(graph)  # unrolled scans, branches selected with Where
     emitter = Emitter(graph, opset)
     values, inputs = {}, []
     for node_id in graph.inputs:  # input names first, so they keep the model's names

@@ -1,11 +1,12 @@
-"""keras.ops core functions and a few numpy-like ones written as compositions: control flow
-with Python-level (static) structure, searching, segment reductions and windows.
+"""keras.ops core functions and a few numpy-like ones written as compositions: control flow,
+searching, segment reductions and windows.
 
-Control flow: when the predicate or index is a concrete value the chosen branch runs alone;
-when it is symbolic every branch is traced and the result selected with `where` (exact
-values and gradients, at the cost of evaluating all branches). Loops with a static trip
-count (fori_loop with int bounds, scan, map) unroll into the trace; `while_loop` with a
-data-dependent condition runs only eagerly.
+Control flow runs in Python when its inputs are concrete values (the chosen branch alone, a
+Python loop). Traced, or given symbolic tensors, it records the IR constructs of
+kgraph.ops.control_flow: `cond`/`switch` a `switch` op (one branch runs), `while_loop` and
+`fori_loop` with symbolic bounds a `while_loop` op, and `scan`, `map` and `fori_loop` with
+Python int bounds a `scan` op, which is differentiable. The numba backend lowers them to
+real loops and branches. `scan(..., unroll=True)` unrolls into the trace instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import builtins
 import numpy as np
 
 from kgraph import ops
+from kgraph.ir import SymbolicTensor, is_tracing
+from kgraph.ops.control_flow import scan_traced, switch_traced, while_loop_traced
 from kgraph.ops.numpy_extra import _floating, _floating_pair, _is_eager, _tensor, isnan, ravel
+from kgraph.ops.structural import _flatten, _unflatten
 
 __all__ = [
     "cond", "switch", "fori_loop", "while_loop", "scan", "map", "vectorized_map",
@@ -42,13 +46,18 @@ def _concrete(value):
     return isinstance(value, (bool, int, float, np.generic, np.ndarray))
 
 
+def _traced(*trees):
+    """Whether control flow over these values records IR constructs (not Python control flow)."""
+    return is_tracing() or builtins.any(isinstance(leaf, SymbolicTensor) for tree in trees for leaf in _flatten(tree))
+
+
 # -- control flow ---------------------------------------------------------------------------------
 def cond(pred, true_fn, false_fn):
-    """true_fn() if pred else false_fn(); with a symbolic pred both run and `where` selects."""
+    """true_fn() if pred else false_fn(); with a symbolic pred, a `switch` op runs one branch."""
     if _concrete(pred):
         return true_fn() if bool(np.asarray(pred)) else false_fn()
-    pred = ops.cast(pred, "bool")
-    return _tree_map(lambda a, b: ops.where(pred, a, b), true_fn(), false_fn())
+    selector = ops.cast(ops.cast(pred, "bool"), "int32")
+    return switch(selector, [lambda: false_fn(), lambda: true_fn()])
 
 
 def switch(index, branches, *operands):
@@ -56,35 +65,51 @@ def switch(index, branches, *operands):
     last = len(branches) - 1
     if _concrete(index):
         return branches[builtins.min(builtins.max(int(np.asarray(index)), 0), last)](*operands)
-    index = ops.clip(ops.cast(index, "int32"), 0, last)
-    results = [branch(*operands) for branch in branches]
-    chosen = results[-1]
-    for i in range(last - 1, -1, -1):
-        chosen = _tree_map(lambda a, b, i=i: ops.where(ops.equal(index, i), a, b), results[i], chosen)
-    return chosen
+    structure = {}
+
+    def flat_branch(branch):
+        def run(*leaves):
+            result = branch(*_unflatten(list(operands), leaves))
+            structure.setdefault("tree", result)
+            return [] if result is None else _flatten(result)
+        return run
+
+    results = switch_traced(index, [flat_branch(b) for b in branches], _flatten(list(operands)))
+    tree = structure.get("tree")
+    return None if tree is None else _unflatten(tree, results)
 
 
 def fori_loop(lower, upper, body_fun, init_val):
-    """body_fun(i, val) for i in [lower, upper); the bounds must be Python ints (unrolled)."""
-    if not (_concrete(lower) and _concrete(upper)):
-        raise NotImplementedError("fori_loop: symbolic loop bounds are not supported; kgraph unrolls loops "
-                                  "with Python int bounds")
-    value = init_val
-    for i in range(int(lower), int(upper)):
-        value = body_fun(i, value)
+    """body_fun(i, val) for i in [lower, upper). With Python int bounds and a traced value, a
+    `scan` op over the indices (differentiable); with symbolic bounds, a `while_loop` op."""
+    if _concrete(lower) and _concrete(upper):
+        if not _traced(init_val):
+            value = init_val
+            for i in range(int(lower), int(upper)):
+                value = body_fun(i, value)
+            return value
+        indices = np.arange(int(lower), int(upper), dtype=np.int32)
+        carry, _ = scan(lambda value, i: (body_fun(i, value), None), init_val, indices)
+        return carry
+    lower, upper = ops.cast(lower, "int32"), ops.cast(upper, "int32")
+    _, value = while_loop(lambda i, value: ops.less(i, upper),
+                          lambda i, value: (ops.add(i, 1), body_fun(i, value)), (lower, init_val))
     return value
 
 
 def while_loop(cond, body, loop_vars, maximum_iterations=None):
-    """Run body while cond holds (eagerly: the condition must be a concrete value each step)."""
+    """Run body while cond holds. Concrete values loop in Python; traced ones record a
+    `while_loop` op (not reverse-differentiable: its trip count depends on the data)."""
     single = not isinstance(loop_vars, (list, tuple))
     values = (loop_vars,) if single else tuple(loop_vars)
+    if _traced(values):
+        return _while_loop_traced(cond, body, loop_vars, values, single, maximum_iterations)
     count = 0
     while maximum_iterations is None or count < maximum_iterations:
         keep_going = cond(*values)
         if not _concrete(keep_going):
-            raise NotImplementedError("while_loop: a condition that depends on a traced tensor is not supported "
-                                      "(kgraph compiles loops with a static trip count: use fori_loop or scan)")
+            return _while_loop_traced(cond, body, loop_vars, values, single, maximum_iterations - count
+                                      if maximum_iterations is not None else None)
         if not bool(np.asarray(keep_going)):
             break
         result = body(*values)
@@ -93,8 +118,53 @@ def while_loop(cond, body, loop_vars, maximum_iterations=None):
     return values[0] if single else type(loop_vars)(values)
 
 
+def _while_loop_traced(cond, body, loop_vars, values, single, maximum_iterations):
+    tree = list(values)
+    leaves = _flatten(tree)
+    if maximum_iterations is not None:  # a counter joins the loop variables
+        limit = int(maximum_iterations)
+
+        def counted_cond(*flat):
+            return ops.logical_and(ops.less(flat[0], limit), cond(*_unflatten(tree, list(flat[1:]))))
+
+        def counted_body(*flat):
+            result = body(*_unflatten(tree, list(flat[1:])))
+            result = (result,) if single else tuple(result)
+            return [ops.add(flat[0], 1)] + _flatten(list(result))
+
+        results = while_loop_traced(counted_cond, counted_body, [np.zeros((), np.int32)] + leaves)[1:]
+    else:
+        def flat_body(*flat):
+            result = body(*_unflatten(tree, list(flat)))
+            return _flatten([result] if single else list(result))
+
+        results = while_loop_traced(lambda *flat: cond(*_unflatten(tree, list(flat))), flat_body, leaves)
+    values = _unflatten(tree, results)
+    return values[0] if single else type(loop_vars)(values)
+
+
 def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
-    """carry, y = f(carry, x) over the leading axis of xs (unrolled); returns (carry, stacked ys)."""
+    """carry, y = f(carry, x) over the leading axis of xs; returns (carry, stacked ys).
+
+    Concrete inputs (or unroll=True) run the steps in Python, unrolled into any trace;
+    otherwise a `scan` op runs them as a compiled loop."""
+    if unroll is True or not _traced(init, xs):
+        return _scan_unrolled(f, init, xs, length, reverse)
+    carry_leaves = _flatten(init)
+    x_leaves = [] if xs is None else _flatten(xs)
+    structure = {}
+
+    def step(carry, x):
+        new_carry, y = f(_unflatten(init, carry), None if xs is None else _unflatten(xs, x))
+        structure.setdefault("ys", y)
+        return _flatten(new_carry), ([] if y is None else _flatten(y))
+
+    final, ys = scan_traced(step, carry_leaves, x_leaves, length, reverse)
+    y_tree = structure.get("ys")
+    return _unflatten(init, final), (None if y_tree is None else _unflatten(y_tree, ys))
+
+
+def _scan_unrolled(f, init, xs, length, reverse):
     if xs is None:
         if length is None:
             raise ValueError("scan: give xs or length")

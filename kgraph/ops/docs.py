@@ -72,9 +72,13 @@ def render():
         "operand); `tensordot`, `inner`: one matmul.",
         "- `cholesky`, `solve_triangular`, `cholesky_inverse`: unrolled over the static matrix size "
         "(a column or row per step), for the small matrices models use.",
-        "- Control flow (`kgraph/ops/control.py`): `cond` and `switch` with a concrete predicate run one "
-        "branch; with a traced one they trace every branch and select with `where`. `fori_loop` (int "
-        "bounds), `scan` and `map` unroll; `while_loop` runs eagerly only.",
+        "- Control flow (`kgraph/ops/control.py`, `control_flow.py`): with concrete values it runs in "
+        "Python. Traced, `cond`/`switch` record a `switch` op, `while_loop` and `fori_loop` with symbolic "
+        "bounds a `while_loop` op, and `scan`, `map`, `vectorized_map` and `fori_loop` with int bounds a "
+        "`scan` op: IR constructs holding the traced functions, which the numba backend runs as real "
+        "loops and branches (see docs/control_flow.md). `scan` and `switch` are differentiable; "
+        "`while_loop` is not (its trip count depends on the data), as in JAX. Triton and ONNX receive "
+        "scans unrolled and branches selected with `where`; a `while_loop` is refused there.",
         "- Fourier transforms (`kgraph/ops/fft.py`): complex values are (real, imag) tuples of float "
         "tensors, as in Keras; `fft`, `fft2`, `ifft2`, `rfft`, `irfft` are matmuls against cos/sin DFT "
         "matrices built at trace time (O(n^2) per row, for transformed axes up to a few thousand; "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kgraph.ir import SymbolicTensor, Variable, current_graph, is_tracing
+from kgraph.ir.function import FunctionGraph
 
 # Op kinds: "elementwise" ops fuse into loops; the others have bespoke kernels.
 ELEMENTWISE = "elementwise"
@@ -130,12 +131,15 @@ def bind(name, inputs, **attrs):
     node_ids = []
     for value in inputs:
         if isinstance(value, SymbolicTensor):
-            if value.graph is not graph:
+            if value.graph is not graph and isinstance(graph, FunctionGraph):
+                node_ids.append(graph.capture(value))  # a loop body or branch reading an outer value
+            elif value.graph is not graph:
                 raise ValueError(
                     f"op '{name}': a symbolic tensor from another graph ({value.graph.name}) "
                     f"was used while tracing '{graph.name}'. Tensors of a model under "
                     "construction cannot be mixed with a compiled step.")
-            node_ids.append(value.node_id)
+            else:
+                node_ids.append(value.node_id)
         elif isinstance(value, Variable):
             node_ids.append(value.symbolic().node_id)
         else:

@@ -7,6 +7,7 @@
   (convolutions), whose templates apply it block by block;
 - reduction: a reduction and the elementwise prologue that produces its input;
 - view: a reshape, which costs nothing (it aliases its input);
+- control: every result of a loop or branch (kgraph.ops.control_flow), one kernel;
 - kernel: any other op, with its own template.
 
 A producer joins its consumer's group only when every reader of it is in that group, so
@@ -124,6 +125,12 @@ def fuse(graph):
                        for i in graph.node(m).inputs if i not in members):
                 members = {node_id}
             group_kind = "reduction"
+        elif "siblings" in get_op(node.op).extra:
+            # Control flow: one group computes every result of the loop or branch.
+            results = [r for r in get_op(node.op).extra["siblings"](graph, node) if r is not None]
+            members = set(results)
+            extras = [r for r in results if r != node_id]
+            group_kind = "control"
         elif get_op(node.op).view:
             group_kind = "view"
         elif node.op == "matmul":
@@ -138,7 +145,9 @@ def fuse(graph):
                 if src not in members and src not in group.inputs:
                     group.inputs.append(src)
         groups.append(group)
-    groups.sort(key=lambda g: position[g.output])
+    # A control group runs where its first result is due: its inputs (shared by every result)
+    # are ready there, and readers of any result come later.
+    groups.sort(key=lambda g: min(position[o] for o in g.outputs) if g.kind == "control" else position[g.output])
     return groups
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kgraph.compiler.lower.numba import control
 from kgraph.compiler.lower.numba import kernels as kernel_modules
 from kgraph.compiler.lower.numba.scalar import NumbaScalarOps, _literal
 from kgraph.compiler.passes.memory import linear_size
@@ -189,6 +190,8 @@ class KernelWriter:
         self.sources = []
         self.kernel_modules = set()  # modules of generic kernels the templates call
         self.blas_threads = False  # whether a kernel sets BLAS's thread count (imports its controls)
+        self.functions = {}  # alias -> module name of each compiled control-flow function
+        self.control_functions = {}  # id(group) -> its CompiledFunctions
         self._emitted = {}  # (kind, args, body, jit) -> kernel name
 
     def _external_args(self, group, skip=()):
@@ -219,6 +222,12 @@ class KernelWriter:
                                  aliases=aliases)
         name = self._emit("loop", list(arg_names.values()) + list(extras.values()) + ["out"], body)
         return name, externals
+
+    def control(self, group):
+        """A loop or branch calling its compiled functions (kgraph.compiler.lower.numba.control)."""
+        params, body, inputs = control.render(self.graph, group, self.control_functions[id(group)])
+        name = self._emit(self.graph.node(group.output).op, params, body)
+        return name, inputs
 
     def matmul(self, group):
         graph = self.graph
@@ -586,6 +595,10 @@ def render_module(graph, groups, plan):
     """Source text of the module, and the signature of its `entry` function."""
     placeholders = list(graph.inputs)
     variable_nodes = graph.variable_node_ids()
+    writer = KernelWriter(graph, {})
+    # Control-flow functions compile first: their constants become inputs of their groups.
+    for index, functions in control.compile_functions(graph, groups, writer).items():
+        writer.control_functions[id(groups[index])] = functions
     used_constants = []
     read = [i for group in groups for i in group.inputs] + graph.roots()
     for i in read:
@@ -603,7 +616,7 @@ def render_module(graph, groups, plan):
     args = [names[i] for i in placeholders + variable_nodes + used_constants]
     args += [f"arena_{d}" for d in arena_dtypes]
 
-    writer = KernelWriter(graph, names)
+    writer.names = names
     entry = []
     batch_source = next(((names[i], a) for i in placeholders
                          for a, d in enumerate(graph.node(i).shape) if d is None), None)
@@ -650,6 +663,10 @@ def render_module(graph, groups, plan):
               "from kgraph.compiler.lower.numba.fpenv import denormals_off, denormals_restore", ""]
     if writer.blas_threads:
         header[-1:-1] = ["from kgraph.compiler.lower.numba.blas import blas_get_threads, blas_set_threads"]
+    if writer.functions:  # entries of compiled control-flow functions (modules loaded before this one)
+        header[-1:-1] = ["import sys"]
+        header += [f"{alias} = sys.modules[{module!r}].entry" for alias, module in sorted(writer.functions.items())]
+        header.append("")
     if writer.kernel_modules:  # entries of heavy-op kernels (compiled once, cached by numba)
         header.append("from kgraph.compiler.lower.numba.kernels import load")
         header.append(f"# kernel sources {kernel_modules.source_hash()}")

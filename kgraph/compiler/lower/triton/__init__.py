@@ -21,6 +21,7 @@ def compile_graph_triton(graph, log=None, precision=None):
     about 1e-3 relative error). KGRAPH_MATMUL_PRECISION sets the default. The CPU
     interpreter computes tl.dot in float32 whatever the setting.
     """
+    from kgraph.compiler.passes.expand_control import expand_control_flow
     from kgraph.compiler.passes.fusion import format_groups, fuse
     from kgraph.compiler.passes.memory import plan_memory
     from kgraph.compiler.passes.pipeline import _dump_log, optimize
@@ -35,7 +36,9 @@ def compile_graph_triton(graph, log=None, precision=None):
 
     precision = precision or os.environ.get("KGRAPH_MATMUL_PRECISION") or "tf32x3"
     log = log or _dump_log()
-    graph = optimize(graph.copy(), log)
+    graph = graph.copy()
+    expand_control_flow(graph)  # no loops or branches on Triton yet: unrolled and selected
+    graph = optimize(graph, log)
     groups = fuse(graph)
     if log:
         log("fusion groups", format_groups(graph, groups))
