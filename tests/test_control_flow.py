@@ -267,3 +267,21 @@ def test_onnx_export_refuses_a_while_loop_with_its_reason(tmp_path):
     assert np.allclose(model.predict(x[:1], verbose=0), want[:1])
     with pytest.raises(NotImplementedError, match="while_loop .* trip count known only at run time"):
         export_model(model, str(tmp_path / "while.onnx"))
+
+
+def test_archive_serves_loops_and_branches_without_the_model_code(scan_model, tmp_path):
+    from kgraph.exporters import load
+
+    inputs = keras.Input((6, 3))
+    hidden = scan_model[0](inputs)
+    grown = keras.layers.Lambda(lambda h: ops.while_loop(lambda a: ops.less(ops.max(ops.abs(a)), 4.0),
+                                                         lambda a: ops.multiply(a, 1.5), ops.add(h, 0.5)))(hidden)
+    flipped = keras.layers.Lambda(lambda h: ops.cond(ops.greater(ops.sum(h), 0.0), lambda: h, lambda: -h))(grown)
+    model = keras.Model(inputs, flipped)
+    model.export(tmp_path / "served", input_signature=[keras.InputSpec(shape=(None, 6, 3), dtype="float32")],
+                 verbose=False)
+    document = (tmp_path / "served" / "endpoints" / "serve.json").read_text()
+    assert '"op": "while_loop"' in document and '"op": "scan"' in document and '"__graph__"' in document
+    reloaded = load(str(tmp_path / "served"))
+    x = np.random.default_rng(2).standard_normal((3, 6, 3)).astype("float32")
+    np.testing.assert_allclose(reloaded.serve(x), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)

@@ -226,6 +226,33 @@ def test_a_fixed_slice_of_the_batch_refuses_a_smaller_batch():
             executable(feed[:2])
 
 
+def test_control_flow_is_expanded_for_triton():
+    """Triton has no loops or branches of its own yet: a scan of static length runs unrolled and
+    a switch computes its branches and selects (kgraph/compiler/passes/expand_control.py), with
+    the numba backend's results; a while_loop is refused with its reason."""
+    from kgraph import ops
+    from kgraph.compiler.passes.pipeline import compile_graph
+
+    graph = Graph("triton_control")
+    with tracing(graph):
+        x = SymbolicTensor(graph, graph.add_placeholder((None, 3), "float32", "x").id)
+        steps = ops.stack([x, ops.multiply(x, 2.0), ops.sin(x)])
+        total, ys = ops.scan(lambda c, v: (ops.add(ops.multiply(c, 0.5), v), ops.tanh(c)), ops.zeros_like(x), steps)
+        chosen = ops.cond(ops.greater(ops.sum(x), 0.0), lambda: ops.exp(total), lambda: ops.square(total))
+        graph.outputs = [total.node_id, ys.node_id, chosen.node_id]
+    feed = np.random.default_rng(3).standard_normal((4, 3)).astype("float32")
+    triton_step, numba_step = compile_graph_triton(graph), compile_graph(graph)
+    for sample in (feed, -feed):
+        for got, want in zip(triton_step(sample), numba_step(sample)):
+            np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6)
+    loop = Graph("triton_while")
+    with tracing(loop):
+        x = SymbolicTensor(loop, loop.add_placeholder((3,), "float32", "x").id)
+        loop.outputs = [ops.while_loop(lambda v: ops.less(ops.sum(v), 9.0), lambda v: ops.add(v, 1.0), x).node_id]
+    with pytest.raises(NotImplementedError, match="while_loop .* known only at run time"):
+        compile_graph_triton(loop)
+
+
 def test_random_uniform_is_bit_identical_to_the_reference():
     graph = Graph("triton_random")
     with tracing(graph):

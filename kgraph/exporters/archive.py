@@ -37,6 +37,34 @@ class ArchiveError(ValueError):
     """A missing, truncated or tampered archive; the message names the file."""
 
 
+def _document(graph, variables, variable_index, constants):
+    """The JSON document of a graph: its nodes (a control-flow op's function graphs nested in
+    its attrs), inputs, outputs and output names; variables and constants go to the lists."""
+    def jsonable(value):
+        if isinstance(value, Graph):
+            return {"__graph__": _document(value, variables, variable_index, constants)}
+        if isinstance(value, (tuple, list)):
+            return {"__tuple__": [jsonable(v) for v in value]}
+        return _jsonable(value)
+
+    nodes = []
+    for node in graph.nodes():
+        entry = {"id": node.id, "op": node.op, "inputs": list(node.inputs), "shape": list(node.shape),
+                 "dtype": node.dtype, "name": node.name,
+                 "attrs": {k: jsonable(v) for k, v in node.attrs.items()}}
+        if node.op == "variable":
+            key = id(node.payload)
+            if key not in variable_index:
+                variable_index[key] = len(variables)
+                variables.append(node.payload)
+            entry["variable"] = variable_index[key]
+        elif node.op == "constant":
+            entry["constant"] = len(constants)
+            constants.append(np.asarray(node.payload))
+        nodes.append(entry)
+    return {"nodes": nodes, "inputs": graph.inputs, "outputs": graph.outputs, "output_names": graph.output_names}
+
+
 def _jsonable(value):
     if isinstance(value, (tuple, list)):
         return {"__tuple__": [_jsonable(v) for v in value]}
@@ -44,12 +72,6 @@ def _jsonable(value):
         return int(value)
     if isinstance(value, (np.floating,)):
         return float(value)
-    return value
-
-
-def _from_json(value):
-    if isinstance(value, dict) and "__tuple__" in value:
-        return tuple(_from_json(v) for v in value["__tuple__"])
     return value
 
 
@@ -143,23 +165,7 @@ class ExportArchive:
         os.makedirs(os.path.join(root, "endpoints"))
         signatures = {}
         for name, graph in self._endpoints.items():
-            nodes = []
-            for node in graph.nodes():
-                entry = {"id": node.id, "op": node.op, "inputs": list(node.inputs), "shape": list(node.shape),
-                         "dtype": node.dtype, "name": node.name,
-                         "attrs": {k: _jsonable(v) for k, v in node.attrs.items()}}
-                if node.op == "variable":
-                    key = id(node.payload)
-                    if key not in variable_index:
-                        variable_index[key] = len(variables)
-                        variables.append(node.payload)
-                    entry["variable"] = variable_index[key]
-                elif node.op == "constant":
-                    entry["constant"] = len(constants)
-                    constants.append(np.asarray(node.payload))
-                nodes.append(entry)
-            document = {"nodes": nodes, "inputs": graph.inputs, "outputs": graph.outputs,
-                        "output_names": graph.output_names}
+            document = _document(graph, variables, variable_index, constants)
             with open(os.path.join(root, "endpoints", f"{name}.json"), "w") as handle:
                 json.dump(document, handle)
             signatures[name] = {
@@ -302,8 +308,16 @@ def load(filepath):
     return LoadedArchive(metadata, endpoints, variables, assets)
 
 
-def _rebuild(root, name, document, variables, constants):
+def _rebuild(root, name, document, variables, constants, check=True):
     graph = Graph(name)
+
+    def from_json(value):
+        if isinstance(value, dict) and "__graph__" in value:  # a control-flow op's function graph
+            return _rebuild(root, f"{name}.function", value["__graph__"], variables, constants, check=False)
+        if isinstance(value, dict) and "__tuple__" in value:
+            return tuple(from_json(v) for v in value["__tuple__"])
+        return value
+
     ids = {}
     for entry in document["nodes"]:
         op = entry["op"]
@@ -317,12 +331,14 @@ def _rebuild(root, name, document, variables, constants):
         else:
             if op not in OPS:
                 raise ArchiveError(f"{root}: endpoint '{name}' uses op '{op}', which this kgraph does not have")
-            attrs = {k: _from_json(v) for k, v in entry["attrs"].items()}
+            attrs = {k: from_json(v) for k, v in entry["attrs"].items()}
             node = graph.add_node(op, [ids[i] for i in entry["inputs"]], attrs, shape, entry["dtype"])
         ids[entry["id"]] = node.id
     graph.inputs = [ids[i] for i in document["inputs"]]
     graph.outputs = [ids[i] for i in document["outputs"]]
     graph.output_names = list(document["output_names"])
+    if not check:
+        return graph
     from kgraph.compiler.passes.shape_inference import infer_shapes
 
     try:
