@@ -1,13 +1,15 @@
 """Benchmark: one MultiHeadAttention self-attention training step (forward + backward + SGD).
 
 Batch 32, sequence 128, 8 heads, key_dim 64, feature dim 512, mean-squared-error loss. The
-same math runs three ways in one process, alternated round by round (other processes' load
-falls on all alike): kgraph's compiled training step, numpy (forward and hand-written
-backward, float32 matmuls on the same BLAS), and PyTorch eager on the CPU. Prints one JSON
-line per measurement: milliseconds per step of each, the kgraph/torch and kgraph/numpy
-ratios, and a profile of kgraph's step (kgraph.compiler.lower.numba.profile).
+same math runs four ways in one process, alternated round by round (other processes' load
+falls on all alike): kgraph's compiled training step with the fused attention op
+(kgraph/ops/attention.py) and with the unfused matmul/softmax path ("kgraph_unfused"),
+numpy (forward and hand-written backward, float32 matmuls on the same BLAS), and PyTorch
+eager on the CPU. Prints one JSON line per measurement: milliseconds per step of each, the
+ratios, and a profile of kgraph's step (kgraph.compiler.lower.numba.profile), the path
+`--fused` names (auto: the layers' own rule).
 
-Run: python bench/attention.py [--rounds 5] [--batch 32] [--seq 128] [--no-profile]
+Run: python bench/attention.py [--rounds 5] [--batch 32] [--seq 128] [--fused always|auto] [--no-profile]
 """
 
 from __future__ import annotations
@@ -25,16 +27,25 @@ def emit(**record):
     print(json.dumps(record), flush=True)
 
 
-def build_kgraph(seq):
+def build_kgraph(seq, x, y, mode):
+    """The model, its initial weights, compiled with the attention path `mode` (traced at the first step)."""
     import kgraph as keras
     from kgraph import layers
+    from kgraph.ops import attention
 
     tokens = keras.Input((seq, FEATURES))
     out = layers.MultiHeadAttention(num_heads=HEADS, key_dim=KEY_DIM)(tokens, tokens)
     model = keras.Model(tokens, out)
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
     weights = [w.numpy() for w in model.layers[1].weights]
-    return model, weights
+    saved, attention.MODE = attention.MODE, mode
+    try:
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        first = time.perf_counter() - start
+    finally:
+        attention.MODE = saved
+    return model, weights, first
 
 
 def numpy_step(weights, x, y, lr=1e-3):
@@ -108,17 +119,20 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="steps per round and framework")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--fused", default="always", choices=("always", "auto"),
+                        help="the attention path of the 'kgraph' runs (kgraph_unfused is always the unfused one)")
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, args.seq, FEATURES)).astype("float32")
     y = rng.standard_normal((args.batch, args.seq, FEATURES)).astype("float32")
-    model, weights = build_kgraph(args.seq)
-    start = time.perf_counter()
-    model.train_on_batch(x, y)
-    emit(framework="kgraph", first_step_s=round(time.perf_counter() - start, 2), batch=args.batch, seq=args.seq,
+    model, weights, first = build_kgraph(args.seq, x, y, args.fused)
+    emit(framework="kgraph", attention=args.fused, first_step_s=round(first, 2), batch=args.batch, seq=args.seq,
          heads=HEADS, key_dim=KEY_DIM, features=FEATURES)
+    unfused, _, first = build_kgraph(args.seq, x, y, "never")
+    emit(framework="kgraph_unfused", first_step_s=round(first, 2))
     runners = {"kgraph": lambda: model.train_on_batch(x, y),
+               "kgraph_unfused": lambda: unfused.train_on_batch(x, y),
                "numpy": lambda: numpy_step(weights, x, y)}
     threads = None
     try:
@@ -135,9 +149,10 @@ def main():
     for name, t in times.items():
         emit(framework=name, ms_per_step=[round(v, 1) for v in t], median_ms=round(medians[name], 1),
              **({"threads": threads} if name == "torch" else {}))
-    for other in ("torch", "numpy"):
+    for mine, other in (("kgraph", "torch"), ("kgraph_unfused", "torch"), ("kgraph", "kgraph_unfused"),
+                        ("kgraph", "numpy")):
         if other in medians:
-            emit(comparison=f"kgraph/{other} ms per training step", ratio=round(medians["kgraph"] / medians[other], 2))
+            emit(comparison=f"{mine}/{other} ms per training step", ratio=round(medians[mine] / medians[other], 2))
     if not args.no_profile:
         from kgraph.compiler.lower.numba.profile import profile
 

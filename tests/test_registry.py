@@ -27,6 +27,9 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
     **{f"{cell}_sequence{suffix}": {"triton": "the recurrences' time loop has no Triton kernel yet (numba and ONNX "
                                               "only; see docs/recurrent.md)"}
        for cell in ("simple_rnn", "lstm", "gru") for suffix in ("", "_grad")},
+    **{name: {"triton": "the fused attention kernel is CPU-only (numba and ONNX); on the GPU the layers keep the "
+                        "unfused matmul/softmax path, which Triton renders"}
+       for name in ("attention", "attention_grad")},
     "rnn_weight_grad": {"triton": "the recurrent kernels' gradient contraction has no Triton kernel yet"},
     "sequence_matmul": {"triton": "the recurrent layers' input projection has no Triton kernel yet"},
     "match_batch": {"triton": "only stateful recurrent layers use it, and the recurrences have no Triton kernel yet"},

@@ -703,6 +703,11 @@ from kgraph.exporters.onnx_recurrent import ONNX_RECURRENT_OPS  # noqa: E402
 
 ONNX_OPS.update(ONNX_RECURRENT_OPS)
 
+# -- fused attention (kgraph/exporters/onnx_attention.py, written out as MatMul, Where and Softmax) ----------
+from kgraph.exporters.onnx_attention import ONNX_ATTENTION_OPS  # noqa: E402
+
+ONNX_OPS.update(ONNX_ATTENTION_OPS)
+
 
 # -- linear algebra (kgraph/ops/linalg_lapack.py): ONNX has Det, no inverse or factorization -----------
 def _det_of(e, name, dtype):

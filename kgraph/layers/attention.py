@@ -15,6 +15,7 @@ from kgraph import constraints, initializers, ops, regularizers
 from kgraph import random as krandom
 from kgraph.layers.einsum_dense import EinsumDense
 from kgraph.layers.layer import Layer
+from kgraph.ops import attention as fused_attention
 
 _MASK_VALUE = -1e9
 
@@ -233,9 +234,18 @@ class MultiHeadAttention(Layer):
              attention_mask=None, return_attention_scores=False, training=None, use_causal_mask=False):
         value = query if value is None else value
         key = value if key is None else key
-        q = ops.multiply(self._query_dense(query), 1.0 / math.sqrt(float(self.key_dim)))  # (B, T, H, K)
+        q = self._query_dense(query)  # (B, T, H, K)
         k = self._key_dense(key)  # (B, S, H, K)
         v = self._value_dense(value)  # (B, S, H, V)
+        if fused_attention.use_fused(q, k, dropout=bool(training) and self.dropout > 0,
+                                     scores=return_attention_scores):
+            mask = self._combined_mask(query, value, query_mask, value_mask, key_mask, attention_mask, False)
+            if mask is not None:
+                mask = ops.expand_dims(mask, 1)  # (B|1, 1, T, S): broadcast over heads
+            context = fused_attention.attention(q, k, v, mask, scale=1.0 / math.sqrt(float(self.key_dim)),
+                                                causal=use_causal_mask)
+            return self._output_dense(context)
+        q = ops.multiply(q, 1.0 / math.sqrt(float(self.key_dim)))
         q = ops.transpose(q, (0, 2, 1, 3))  # (B, H, T, K)
         k = ops.transpose(k, (0, 2, 3, 1))  # (B, H, K, S)
         v = ops.transpose(v, (0, 2, 1, 3))  # (B, H, S, V)
@@ -393,11 +403,23 @@ class GroupedQueryAttention(Layer):
              attention_mask=None, return_attention_scores=False, training=None, use_causal_mask=False):
         value = query if value is None else value
         key = value if key is None else key
+        q = self._query_dense(query)  # (B, T, Hq, D)
+        k, v = self._key_dense(key), self._value_dense(value)  # (B, S, Hkv, D)
+        if fused_attention.use_fused(q, k, dropout=bool(training) and self.dropout > 0,
+                                     scores=return_attention_scores):
+            mask = MultiHeadAttention._combined_mask(query, value, query_mask, value_mask, key_mask,
+                                                     attention_mask, False)
+            if mask is not None and len(mask.shape) < 4:
+                mask = ops.expand_dims(mask, -3)  # broadcast over heads
+            context = fused_attention.attention(q, k, v, mask,
+                                                scale=self._inverse_sqrt_head_dim, causal=use_causal_mask,
+                                                empty_rows="zero")
+            return self._output_dense(context)
         mask = MultiHeadAttention._combined_mask(query, value, query_mask, value_mask, key_mask, attention_mask,
                                                  use_causal_mask)
-        q = ops.multiply(self._query_dense(query), self._inverse_sqrt_head_dim)  # (B, T, Hq, D)
-        k = ops.repeat(self._key_dense(key), self.num_repeats, axis=2)  # (B, S, Hq, D)
-        v = ops.repeat(self._value_dense(value), self.num_repeats, axis=2)
+        q = ops.multiply(q, self._inverse_sqrt_head_dim)
+        k = ops.repeat(k, self.num_repeats, axis=2)  # (B, S, Hq, D)
+        v = ops.repeat(v, self.num_repeats, axis=2)
         scores = ops.einsum("bquh,bkuh->buqk", q, k)
         if mask is not None and len(mask.shape) < 4:
             mask = ops.expand_dims(mask, -3)  # broadcast over heads

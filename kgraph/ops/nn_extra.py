@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from kgraph import ops
+from kgraph.ops import attention as fused_attention
 from kgraph.ops.numpy_extra import _floating, _sorted, _tensor, _to_last, cumsum, einsum, moveaxis, norm
 from kgraph.ops.shapes import normalize_axes, normalize_axis
 
@@ -245,6 +246,13 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
         raise ValueError(f"dot_product_attention: query must be (batch, time, heads, depth), got {tuple(query.shape)}")
     depth = query.shape[-1]
     scale = 1.0 / math.sqrt(depth) if scale is None else float(scale)
+    if bias is None and attn_logits_soft_cap is None and (mask is None or len(mask.shape) <= 4) \
+            and fused_attention.use_fused(query, key) and value.dtype == query.dtype:
+        if mask is not None:  # numpy broadcasting aligns the mask's axes on the right
+            mask = ops.cast(mask, "bool")
+            while len(mask.shape) < 4:
+                mask = ops.expand_dims(mask, 0)
+        return fused_attention.attention(query, key, value, mask, scale=scale, causal=is_causal)
     logits = ops.multiply(einsum("btnh,bsnh->bnts", query, key), scale)
     if attn_logits_soft_cap is not None:
         cap = float(attn_logits_soft_cap)

@@ -586,7 +586,7 @@ KERNEL_TEMPLATES = {
     "argmin": _arg_extremum, "reduced_count": _reduced_count,
     "random_uniform": random_ops.numba_template,
     **conv_ops.NUMBA_TEMPLATES, **pool_ops.NUMBA_TEMPLATES, **recurrent_ops.NUMBA_TEMPLATES,
-    **linalg_ops.NUMBA_TEMPLATES,
+    **linalg_ops.NUMBA_TEMPLATES, **importlib.import_module("kgraph.ops.attention").NUMBA_TEMPLATES,
 }
 
 
