@@ -267,14 +267,15 @@ class StackedRNNCells(Layer):
 
     @property
     def output_size(self):
-        return self.cells[-1].output_size
+        return _adapted(self.cells[-1]).units
 
     def build(self, input_shape):
         shape = tuple(input_shape)
         for cell in self.cells:
+            adapted = _adapted(cell)
             if not cell.built:
-                _build_cell(cell, shape)
-            shape = shape[:-1] + (cell.output_size,)
+                adapted.build_for(shape) if isinstance(adapted, _CustomCell) else _build_cell(cell, shape)
+            shape = shape[:-1] + (adapted.units,)
         self.built = True
 
     def get_config(self):
@@ -292,11 +293,66 @@ class StackedRNNCells(Layer):
 
 
 def _check_cell(cell, where):
-    if not isinstance(cell, (_Cell, StackedRNNCells)):
-        raise NotImplementedError(
-            f"{where}: the cell {type(cell).__name__} is not supported. kgraph compiles the time loop of its "
-            "built-in cells (SimpleRNNCell, LSTMCell, GRUCell and StackedRNNCells of them) as fused ops; "
-            "custom cells (a general scan over a Python step function) are not supported")
+    if isinstance(cell, (_Cell, StackedRNNCells)):
+        return
+    if not isinstance(cell, Layer) or not hasattr(cell, "state_size"):
+        raise ValueError(f"{where}: a cell must be a Layer with a `state_size` attribute and a call(inputs, states) "
+                         f"that returns (output, new_states); got {type(cell).__name__}")
+    sizes = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [cell.state_size]
+    if not sizes or not all(isinstance(size, (int, np.integer)) for size in sizes):
+        raise ValueError(f"{where}: the cell {type(cell).__name__} has state_size {cell.state_size!r}; kgraph supports "
+                         "an int or a list of ints (one per state tensor of shape (batch, size))")
+
+
+class _CustomCell:
+    """A user's cell (Keras's protocol: `state_size`, optional `output_size`, and
+    call(inputs, states) -> (output, new_states)) run over the timesteps by a `scan` op, so its
+    time loop is one compiled loop and its gradient backpropagation through time."""
+
+    def __init__(self, cell):
+        self.cell = cell
+        single = not isinstance(cell.state_size, (list, tuple))
+        self.state_sizes = [int(cell.state_size)] if single else [int(s) for s in cell.state_size]
+        self.STATES = len(self.state_sizes)
+        self.units = int(getattr(cell, "output_size", None) or self.state_sizes[0])
+
+    @property
+    def built(self):
+        return self.cell.built
+
+    def build_for(self, sequence_shape):
+        """Keras builds a cell for one step's input: (batch, features)."""
+        _build_cell(self.cell, (sequence_shape[0],) + tuple(sequence_shape[2:]))
+
+    def _set_paths(self, prefix):
+        pass  # the cell's weights keep the paths the cell's own layer gives them
+
+    def sequence(self, x, states, mask, training=False):
+        steps, step_masks = ops.transpose(x, (1, 0, 2)), ops.expand_dims(ops.transpose(mask, (1, 0)), -1)
+        first = ops.zeros_like(ops.matmul(x[:, 0], ops.zeros((x.shape[-1], self.units), x.dtype)))
+
+        def step(carry, inputs):
+            x_t, keep = inputs
+            *old_states, previous = carry
+            output, new_states = self.cell(x_t, list(old_states), training=training)  # a list, as Keras passes
+            new_states = list(new_states) if isinstance(new_states, (list, tuple)) else [new_states]
+            if len(new_states) != self.STATES:
+                raise ValueError(f'cell "{self.cell.name}": call returned {len(new_states)} states for a state_size '
+                                 f"of {self.cell.state_size!r}")
+            output = ops.where(keep, ops.cast(output, x.dtype), previous)  # masked steps keep the last output
+            new_states = [ops.where(keep, ops.cast(new, old.dtype), old) for new, old in zip(new_states, old_states)]
+            return new_states + [output], output
+
+        final, outputs = ops.scan(step, list(states) + [first], (steps, step_masks))
+        return ops.transpose(outputs, (1, 0, 2)), final[:-1]
+
+
+def _adapted(cell):
+    return cell if isinstance(cell, _Cell) else _CustomCell(cell)
+
+
+def _state_sizes(cell):
+    return getattr(cell, "state_sizes", [cell.units] * cell.STATES)
 
 
 def _build_cell(cell, shape):
@@ -314,7 +370,8 @@ def _zeros(x, units):
 
 
 class RNN(Layer):
-    """Keras's RNN layer for the built-in cells (and StackedRNNCells / lists of them)."""
+    """Keras's RNN layer: the built-in cells run as fused sequence ops; any other cell (a Layer
+    with state_size and call(inputs, states)) runs in a `scan` op (kgraph.ops.control_flow)."""
 
     def __init__(self, cell, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
                  unroll=False, zero_output_for_mask=False, **kwargs):
@@ -334,7 +391,8 @@ class RNN(Layer):
 
     @property
     def _cells(self):
-        return self.cell.cells if isinstance(self.cell, StackedRNNCells) else [self.cell]
+        cells = self.cell.cells if isinstance(self.cell, StackedRNNCells) else [self.cell]
+        return [_adapted(cell) for cell in cells]
 
     @property
     def state_size(self):
@@ -349,7 +407,7 @@ class RNN(Layer):
                              f"features), got shape {shape}")
         for cell in self._cells:
             if not cell.built:
-                _build_cell(cell, shape)
+                cell.build_for(shape) if isinstance(cell, _CustomCell) else _build_cell(cell, shape)
             shape = shape[:-1] + (cell.units,)
             cell._set_paths(self.name)
         if isinstance(self.cell, StackedRNNCells):
@@ -370,8 +428,8 @@ class RNN(Layer):
         dtype = self.cell.dtype_policy if hasattr(self.cell, "dtype_policy") else "float32"
         self.states = []
         for cell in self._cells:
-            for _ in range(cell.STATES):
-                state = Variable(np.zeros((int(batch_size), cell.units), dtype), trainable=False, name="rnn_state")
+            for size in _state_sizes(cell):
+                state = Variable(np.zeros((int(batch_size), size), dtype), trainable=False, name="rnn_state")
                 state.path = f"{self.name}/rnn_state"
                 self.states.append(state)
 
@@ -387,7 +445,7 @@ class RNN(Layer):
     def _initial_states(self, x, initial_state):
         counts = [c.STATES for c in self._cells]
         if initial_state is None:
-            flat = [_zeros(x, c.units) for c in self._cells for _ in range(c.STATES)]
+            flat = [_zeros(x, size) for c in self._cells for size in _state_sizes(c)]
         else:
             flat = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
             if len(flat) != sum(counts):
@@ -445,7 +503,7 @@ class RNN(Layer):
         batch = input_shape[0]
         out = (batch, input_shape[1], units) if self.return_sequences else (batch, units)
         if self.return_state:
-            return [out] + [(batch, c.units) for c in self._cells for _ in range(c.STATES)]
+            return [out] + [(batch, size) for c in self._cells for size in _state_sizes(c)]
         return out
 
     def get_config(self):

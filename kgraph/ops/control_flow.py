@@ -374,9 +374,17 @@ def _scan_grad(ctx):
     # The carry entering each step, stacked: a scan that records them beside its results.
     def recording(carry, x):
         results = inline(body, carry + x + captures)
-        return results[:carry_count], list(carry)
+        return results[:carry_count], results[carry_count:] + list(carry)
 
-    _, history = scan_traced(recording, carries, xs, attrs["length"], reverse)
+    recorded_carries, recorded = scan_traced(recording, carries, xs, attrs["length"], reverse)
+    y_count = len(outputs) - carry_count
+    history = recorded[y_count:]
+    # The recording scan computes every result of this one: readers move over to it, and the
+    # original loop, left unread, is dropped (the forward pass runs once, not twice).
+    graph = current_graph()
+    for output, replacement in zip(ctx.output, recorded_carries + recorded[:y_count]):
+        if output is not None:
+            graph.replace_uses(output.node_id, replacement.node_id)
 
     def backward(state, step):
         carry_grads, capture_grads = state[:len(float_carries)], state[len(float_carries):]
