@@ -193,6 +193,8 @@ LAYER_CASES = {
                          keras.ops.cast(keras.ops.not_equal(ids, 0), "float32"), -1))), high=3)],
     "Bidirectional": [layer(lambda: L.Bidirectional(L.LSTM(2, return_sequences=True)), (4, 3)),
                       layer(lambda: L.Bidirectional(L.GRU(2), merge_mode="sum"), (4, 3), "sum")],
+    "SpectralNormalization": [layer(lambda: L.SpectralNormalization(L.Dense(3)), (4,)),
+                              layer(lambda: L.SpectralNormalization(L.Conv2D(2, 3)), (5, 5, 1))],
     "TimeDistributed": [layer(lambda: L.TimeDistributed(L.Dense(3)), (4, 2)),
                         layer(lambda: L.TimeDistributed(L.Flatten()), (3, 2, 2), "per_step")],
     # preprocessing (augmentation layers export their inference path: the identity; RandomCrop's is
@@ -216,6 +218,7 @@ LAYER_CASES = {
 EXCLUDED = {
     "Layer": "the base class: subclasses are what models use",
     "InputLayer": "a model's input placeholder: every case above starts with one",
+    "Wrapper": "the base class of wrappers: TimeDistributed, Bidirectional and SpectralNormalization have cases",
 }
 
 

@@ -136,7 +136,7 @@ from kgraph.layers.reshaping import (  # noqa: F401
     ZeroPadding2D,
     ZeroPadding3D,
 )
-from kgraph.layers.wrappers import Bidirectional, TimeDistributed
+from kgraph.layers.wrappers import Bidirectional, SpectralNormalization, TimeDistributed, Wrapper
 
 ALL_OBJECTS = [Layer, InputLayer, Dense, Activation, Identity, Flatten, Reshape, Dropout, Add, Subtract, Multiply,
                Average, Maximum, Minimum, Concatenate]
@@ -157,6 +157,7 @@ ALL_OBJECTS += [Rescaling, Resizing, CenterCrop, RandomFlip, RandomTranslation, 
 ALL_OBJECTS += [EinsumDense, GroupedQueryAttention, ReversibleEmbedding]
 ALL_OBJECTS += [AdaptiveAveragePooling1D, AdaptiveAveragePooling2D, AdaptiveAveragePooling3D,
                 AdaptiveMaxPooling1D, AdaptiveMaxPooling2D, AdaptiveMaxPooling3D]
+ALL_OBJECTS += [Wrapper, SpectralNormalization]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
 
 # Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.

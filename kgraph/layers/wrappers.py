@@ -1,8 +1,11 @@
-"""Wrappers: TimeDistributed and Bidirectional (Keras 3 names, arguments and configs)."""
+"""Wrappers: the Wrapper base, TimeDistributed, Bidirectional and SpectralNormalization (Keras 3
+names, arguments and configs)."""
 
 from __future__ import annotations
 
-from kgraph import ops
+import numpy as np
+
+from kgraph import initializers, ops
 from kgraph.layers.layer import Layer
 
 
@@ -17,7 +20,39 @@ def _reverse_time(x):
     return x[:, ::-1]
 
 
-class TimeDistributed(Layer):
+class Wrapper(Layer):
+    """A layer holding another layer (`self.layer`), built on the same input shape; its config
+    carries the wrapped layer's."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(layer, Layer):
+            raise ValueError(f'{type(self).__name__} "{self.name}": expected a Layer to wrap, got '
+                             f"{type(layer).__name__}")
+        self.layer = layer
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer._build_shapes_dict = {"input_shape": input_shape}
+            self.layer.build(input_shape)
+            self.layer.built = True
+        self.built = True
+
+    def get_config(self):
+        from kgraph.layers import serialize
+
+        return {**super().get_config(), "layer": serialize(self.layer)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from kgraph.layers import deserialize
+
+        config = dict(config)
+        layer = deserialize(config.pop("layer"), custom_objects=custom_objects)
+        return cls(layer, **config)
+
+
+class TimeDistributed(Wrapper):
     """Applies `layer` to every timestep (axis 1) of its input, with the same weights.
 
     Layers that act on the last axis only (Dense, Activation, Dropout...) run once on the
@@ -28,10 +63,7 @@ class TimeDistributed(Layer):
                         "LayerNormalization", "Identity")
 
     def __init__(self, layer, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(layer, Layer):
-            raise ValueError(f'TimeDistributed "{self.name}": expected a Layer to wrap, got {type(layer).__name__}')
-        self.layer = layer
+        super().__init__(layer, **kwargs)
         self.supports_masking = True
 
     def _per_step_shape(self, input_shape):
@@ -41,12 +73,7 @@ class TimeDistributed(Layer):
         return (input_shape[0],) + tuple(input_shape[2:])
 
     def build(self, input_shape):
-        step_shape = self._per_step_shape(tuple(input_shape))
-        if not self.layer.built:
-            self.layer._build_shapes_dict = {"input_shape": step_shape}
-            self.layer.build(step_shape)
-            self.layer.built = True
-        self.built = True
+        super().build(self._per_step_shape(tuple(input_shape)))
 
     def _acts_on_last_axis(self):
         return type(self.layer).__name__ in self.LAST_AXIS_LAYERS and (
@@ -66,20 +93,6 @@ class TimeDistributed(Layer):
 
     def compute_mask(self, inputs, mask=None):
         return mask
-
-    def get_config(self):
-        from kgraph.layers import serialize
-
-        return {**super().get_config(), "layer": serialize(self.layer)}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        from kgraph.layers import deserialize
-
-        config = dict(config)
-        layer = deserialize(config.pop("layer"), custom_objects=custom_objects)
-        return cls(layer, **config)
-
 
 class Bidirectional(Layer):
     """Runs a recurrent layer forwards and a copy backwards over the sequence and merges them."""
@@ -204,3 +217,75 @@ class Bidirectional(Layer):
         if backward is not None:
             backward = deserialize(backward, custom_objects=custom_objects)
         return cls(layer, backward_layer=backward, **config)
+
+
+class SpectralNormalization(Wrapper):
+    """Divides the wrapped layer's kernel (or embeddings) by its largest singular value, estimated
+    by `power_iterations` steps of power iteration from the non-trainable `vector_u`.
+
+    As Keras does, a training call writes the normalized kernel and the new vector_u back
+    (state updates of the compiled step; the optimizer then updates the kernel from that
+    value), and an all-zero kernel is left as it is; an inference call uses the kernel as
+    stored."""
+
+    def __init__(self, layer, power_iterations=1, **kwargs):
+        super().__init__(layer, **kwargs)
+        if power_iterations <= 0:
+            raise ValueError(f'SpectralNormalization "{self.name}": power_iterations must be greater than zero, '
+                             f"got {power_iterations}")
+        self.power_iterations = int(power_iterations)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.kernel = getattr(self.layer, "kernel", None) or getattr(self.layer, "embeddings", None)
+        if self.kernel is None:
+            raise ValueError(f'SpectralNormalization "{self.name}": the wrapped {type(self.layer).__name__} has no '
+                             "`kernel` or `embeddings` to normalize")
+        self.kernel_shape = tuple(self.kernel.shape)
+        self.vector_u = self.add_weight(shape=(1, self.kernel_shape[-1]),
+                                        initializer=initializers.TruncatedNormal(stddev=0.02), trainable=False,
+                                        name="vector_u", dtype=self.kernel.dtype)
+
+    def call(self, inputs, training=False):
+        if training:
+            kernel = self.kernel.value
+            new_u, new_kernel = ops.cond(ops.all(ops.equal(kernel, 0)), lambda: (self.vector_u.value, kernel),
+                                         self.normalized_weights)
+            self.vector_u.assign(new_u)
+            self.kernel.assign(new_kernel)
+        return ops.cast(self.layer(inputs), ops.convert_to_tensor(inputs).dtype)
+
+    def normalized_weights(self):
+        """(new vector_u, the kernel divided by its estimated spectral norm)."""
+        weights = ops.reshape(self.kernel.value, (-1, self.kernel_shape[-1]))
+        u = self.vector_u.value
+        for _ in range(self.power_iterations):
+            v = ops.normalize(ops.matmul(u, ops.transpose(weights)), axis=-1)
+            u = ops.normalize(ops.matmul(v, weights), axis=-1)
+        u, v = ops.stop_gradient(u), ops.stop_gradient(v)
+        sigma = ops.matmul(ops.matmul(v, weights), ops.transpose(u))
+        kernel = ops.reshape(ops.divide(weights, sigma), self.kernel_shape)
+        return ops.cast(u, self.vector_u.dtype), ops.cast(kernel, self.kernel.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def save_own_variables(self, store):
+        """Keras's layout: the wrapper's "vars" hold the kernel (an attribute of the wrapper
+        there, so saved twice) and then vector_u."""
+        store["0"] = self.kernel.numpy()
+        store["1"] = self.vector_u.numpy()
+
+    def load_own_variables(self, store):
+        if len(store.keys()) != 2:
+            raise ValueError(f"Layer '{self.name}' expected 2 variables (kernel, vector_u), but received "
+                             f"{len(store.keys())} variables during loading")
+        for variable, key in ((self.kernel, "0"), (self.vector_u, "1")):
+            value = np.asarray(store[key])
+            if value.shape != variable.shape:
+                raise ValueError(f"Layer '{self.name}': variable '{variable.path}' has shape {variable.shape}, but "
+                                 f"the saved value has shape {value.shape}")
+            variable.assign(value)
+
+    def get_config(self):
+        return {**super().get_config(), "power_iterations": self.power_iterations}
