@@ -38,9 +38,9 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
        for name in ("qr", "svd", "eigh", "eig", "pinv", "lu_factor")},
     **{name: {"triton": "LAPACK on the GPU (cuSOLVER) is not wired in: linear algebra runs with numba on the CPU"}
        for name in ("det", "slogdet", "inv", "solve")},
-    **{name: {backend: "no loops or branches of its own yet: kgraph/compiler/passes/expand_control.py unrolls a "
-                       "scan of static length and selects a switch's branch with where before lowering; a "
-                       "while_loop is refused with its reason" for backend in ("triton", "onnx")}
+    **{name: {"triton": "no loops or branches on Triton yet: kgraph/compiler/passes/expand_control.py unrolls a "
+                        "scan of static length and selects a switch's branch with where before lowering; a "
+                        "while_loop is refused with its reason"}
        for name in ("scan", "switch", "while_loop")},
 }
 CORE_CONCERNS = ("shape", "reference", "grad")

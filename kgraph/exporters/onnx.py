@@ -20,9 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from kgraph.compiler.passes.expand_control import expand_control_flow
 from kgraph.exporters.onnx_ops import ONNX_OPS, OnnxExportError
-from kgraph.ops.control_flow import CONTROL_FLOW_OPS
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -174,6 +172,35 @@ class Emitter:
         return self.dims(list(shape))
 
 
+def emit_nodes(emitter, graph, values):
+    """Emit the ONNX nodes of every node `graph`'s outputs need, into `emitter`; `values` maps
+    node ids to Values (the placeholders' on entry) and gains every emitted node's."""
+    needed = set(graph.outputs)
+    for output in graph.outputs:
+        needed |= nx.ancestors(graph.nx, output)
+    for node in graph.nodes():
+        if node.id not in needed or node.id in values:
+            continue
+        emitter.node = node
+        if node.op == "placeholder":
+            raise OnnxExportError(f"placeholder %{node.id} '{node.name}' is not among the graph's inputs")
+        if node.op == "variable":
+            array = np.asarray(node.payload.numpy()).astype(node.dtype, copy=False)
+            values[node.id] = Value(emitter.initializer(array, node.name or "variable"), node.shape, node.dtype)
+        elif node.op == "constant":
+            array = np.asarray(node.payload).astype(node.dtype, copy=False)
+            values[node.id] = Value(emitter.initializer(array, f"constant_{node.id}"), node.shape, node.dtype,
+                                    payload=array)
+        else:
+            emit = ONNX_OPS.get(node.op)
+            if emit is None:
+                raise OnnxExportError(f"op '{node.op}' (node %{node.id}) has no ONNX mapping: add an entry "
+                                      "to ONNX_OPS in kgraph/exporters/onnx_ops.py")
+            args = [values[i] for i in node.inputs]
+            values[node.id] = Value(emit(emitter, node, *args), node.shape, node.dtype)
+    return values
+
+
 def _batch_source(graph):
     """(input name placeholder, axis) of the first graph input with a None dimension."""
     for node_id in graph.inputs:
@@ -208,9 +235,6 @@ def convert(graph, opset=DEFAULT_OPSET, name=None):
     if graph.state_updates:
         raise OnnxExportError(f"graph '{graph.name}' updates variables (it is a training graph); "
                               "export the inference graph (trace_inference_graph(model))")
-    if any(graph.node(i).op in CONTROL_FLOW_OPS for i in graph.nx.nodes):
-        graph = graph.copy()
-        expand_control_flow(graph)  # unrolled scans, branches selected with Where
     emitter = Emitter(graph, opset)
     values, inputs = {}, []
     for node_id in graph.inputs:  # input names first, so they keep the model's names
@@ -224,29 +248,7 @@ def convert(graph, opset=DEFAULT_OPSET, name=None):
                      else f"output_{i}") for i in range(len(graph.outputs))]
     output_names = [emitter.unique(base) for base in output_bases]
 
-    needed = set(graph.outputs)
-    for output in graph.outputs:
-        needed |= nx.ancestors(graph.nx, output)
-    for node in graph.nodes():
-        if node.id not in needed or node.id in values:
-            continue
-        emitter.node = node
-        if node.op == "placeholder":
-            raise OnnxExportError(f"placeholder %{node.id} '{node.name}' is not among the graph's inputs")
-        if node.op == "variable":
-            array = np.asarray(node.payload.numpy()).astype(node.dtype, copy=False)
-            values[node.id] = Value(emitter.initializer(array, node.name or "variable"), node.shape, node.dtype)
-        elif node.op == "constant":
-            array = np.asarray(node.payload).astype(node.dtype, copy=False)
-            values[node.id] = Value(emitter.initializer(array, f"constant_{node.id}"), node.shape, node.dtype,
-                                    payload=array)
-        else:
-            emit = ONNX_OPS.get(node.op)
-            if emit is None:
-                raise OnnxExportError(f"op '{node.op}' (node %{node.id}) has no ONNX mapping: add an entry "
-                                      "to ONNX_OPS in kgraph/exporters/onnx_ops.py")
-            args = [values[i] for i in node.inputs]
-            values[node.id] = Value(emit(emitter, node, *args), node.shape, node.dtype)
+    emit_nodes(emitter, graph, values)
     emitter.node = None
     outputs = []
     for node_id, output_name in zip(graph.outputs, output_names):

@@ -754,3 +754,9 @@ def _solve(e, node, a, b):
 
 
 ONNX_OPS.update({"det": _det, "slogdet": _slogdet, "inv": _inverse, "solve": _solve})
+
+
+# -- control flow (kgraph/exporters/onnx_control.py: ONNX Loop and If with nested graphs) --------------------
+from kgraph.exporters.onnx_control import ONNX_CONTROL_OPS  # noqa: E402
+
+ONNX_OPS.update(ONNX_CONTROL_OPS)

@@ -1,11 +1,12 @@
-"""Expanding control flow for backends that have no loops or branches of their own yet.
+"""Expanding control flow for a backend that has no loops or branches of its own yet (Triton).
 
-The numba backend runs `scan`, `while_loop` and `switch` as real loops and branches. The
-Triton backend and the ONNX exporter receive the graph with them expanded into plain ops:
-a scan of static length unrolled step by step, a switch as every branch computed and the
-chosen result selected with `where` (the values and gradients are the same; the cost is
-computing every branch). A while_loop, whose trip count is known only at run time, and a
-scan over the batch axis cannot be expanded: they are refused with an error naming the op.
+The numba backend runs `scan`, `while_loop` and `switch` as real loops and branches, and the
+ONNX exporter writes them as Loop and If. The Triton backend receives the graph with them
+expanded into plain ops: a scan of static length unrolled step by step, a switch as every
+branch computed and the chosen result selected with `where` (the values and gradients are
+the same; the cost is computing every branch). A while_loop, whose trip count is known only
+at run time, and a scan over the batch axis cannot be expanded: they are refused with an
+error naming the op.
 """
 
 from __future__ import annotations
