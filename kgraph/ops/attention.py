@@ -193,15 +193,18 @@ def _grad_samples(rng):
 
 
 # -- numba kernels (generic over sizes and dtype; compiled once by kgraph.compiler.lower.numba.kernels) ----
-# The names gemm, blas_get_threads, blas_set_threads, array_at and prange come from the backend.
-gemm = blas_get_threads = blas_set_threads = array_at = None
+# The names gemm, blas_get_threads, blas_set_threads, array_at, fetch_add and prange come from the
+# backend. Threads claim (batch, key/value head) pairs from a shared counter (fetch_add), so a thread
+# that the OS delays takes fewer.
+gemm = blas_get_threads = blas_set_threads = array_at = fetch_add = None
 prange = range
 
 
 @numba_kernel()
 def _block_rows(Tq, Tk):
-    """Query rows per block: a block's score rows (rows x Tk) fill about 64 KiB of float32."""
-    return max(8, min(Tq, 16384 // max(Tk, 1)))
+    """Query rows per block: a block's score rows (rows x Tk) fill about 512 KiB of float32 (measured
+    at Tk 128 and 512; larger blocks let BLAS amortize packing K and V over more rows)."""
+    return max(8, min(Tq, 131072 // max(Tk, 1)))
 
 
 @numba_kernel(fastmath={"reassoc", "contract"})
@@ -280,6 +283,16 @@ def _softmax_row(s, width, mrow, mk, limit, scale, has_mask, work, acc):
     return True
 
 
+@numba_kernel(fastmath={"reassoc", "contract"})
+def _softmax_grad_row(p, d, n, scale):
+    """d[:n] = scale * p (d - sum(p d)): the scores' gradient from the probabilities' (in place)."""
+    total = p[0] - p[0]
+    for j in range(n):
+        total += p[j] * d[j]
+    for j in range(n):
+        d[j] = p[j] * (d[j] - total) * scale
+
+
 @numba_kernel()
 def _mask_row(mask, b, h, i):
     mB, mH, mQ, _ = mask.shape
@@ -296,16 +309,20 @@ def attention_forward_kernel(q, k, v, mask, out, scale, causal, uniform, has_mas
     isz = q.itemsize
     pairs = B * Hk
     workers = max(1, min(threads, pairs))
+    counter = np.zeros(1, np.int64)
     saved = blas_get_threads()
     blas_set_threads(1)
-    for w in prange(workers):
+    for _worker in prange(workers):
         s = np.empty((rows, Tk), q.dtype)
         empty = np.zeros(rows, np.bool_)
         work = np.empty(Tk, q.dtype)
         acc = np.empty(16, q.dtype)
         sc = np.empty(1, q.dtype)
         sc[0] = scale
-        for pair in range(w * pairs // workers, (w + 1) * pairs // workers):
+        while True:
+            pair = fetch_add(counter, 1)
+            if pair >= pairs:
+                break
             b, hk = pair // Hk, pair % Hk
             kaddr = k.ctypes.data + (b * Tk * Hk + hk) * D * isz
             vaddr = v.ctypes.data + (b * Tk * Hk + hk) * Dv * isz
@@ -344,9 +361,10 @@ def attention_backward_kernel(gy, q, k, v, mask, out, scale, causal, uniform, ha
     dk_at, dv_at = Tq * H * D, Tq * H * D + Tk * Hk * D
     pairs = B * Hk
     workers = max(1, min(threads, pairs))
+    counter = np.zeros(1, np.int64)
     saved = blas_get_threads()
     blas_set_threads(1)
-    for w in prange(workers):
+    for _worker in prange(workers):
         s = np.empty((rows, Tk), q.dtype)
         dp = np.empty((rows, Tk), q.dtype)
         empty = np.zeros(rows, np.bool_)
@@ -355,7 +373,10 @@ def attention_backward_kernel(gy, q, k, v, mask, out, scale, causal, uniform, ha
         sc = np.empty(1, q.dtype)
         sc[0] = scale
         zero = sc[0] - sc[0]
-        for pair in range(w * pairs // workers, (w + 1) * pairs // workers):
+        while True:
+            pair = fetch_add(counter, 1)
+            if pair >= pairs:
+                break
             b, hk = pair // Hk, pair % Hk
             kaddr = k.ctypes.data + (b * Tk * Hk + hk) * D * isz
             vaddr = v.ctypes.data + (b * Tk * Hk + hk) * Dv * isz
@@ -380,12 +401,7 @@ def attention_backward_kernel(gy, q, k, v, mask, out, scale, causal, uniform, ha
                     gemm(True, False, width, Dv, m, s.ctypes.data, Tk, gaddr, H * Dv, dvaddr, Hk * Dv, 1.0, isz)
                     # dS = P (dP - rowsum(P dP)) * scale, in dp
                     for i in range(m):
-                        srow, drow = s[i], dp[i]
-                        total = zero
-                        for j in range(width):
-                            total += srow[j] * drow[j]
-                        for j in range(width):
-                            drow[j] = srow[j] * (drow[j] - total) * sc[0]
+                        _softmax_grad_row(s[i], dp[i], width, sc[0])
                     # dQ = dS K; dK += dS^T Q
                     gemm(False, False, m, D, width, dp.ctypes.data, Tk, kaddr, Hk * D,
                          out.ctypes.data + (b * W + (i0 * H + h) * D) * isz, H * D, 0.0, isz)
