@@ -11,6 +11,7 @@ from kgraph.layers.attention import (  # noqa: F401
     GroupQueryAttention,
     MultiHeadAttention,
 )
+from kgraph.layers.conv_lstm import ConvLSTM1D, ConvLSTM2D, ConvLSTM3D
 from kgraph.layers.convolutional import (  # noqa: F401
     Conv1D,
     Conv1DTranspose,
@@ -157,7 +158,7 @@ ALL_OBJECTS += [Rescaling, Resizing, CenterCrop, RandomFlip, RandomTranslation, 
 ALL_OBJECTS += [EinsumDense, GroupedQueryAttention, ReversibleEmbedding]
 ALL_OBJECTS += [AdaptiveAveragePooling1D, AdaptiveAveragePooling2D, AdaptiveAveragePooling3D,
                 AdaptiveMaxPooling1D, AdaptiveMaxPooling2D, AdaptiveMaxPooling3D]
-ALL_OBJECTS += [Wrapper, SpectralNormalization]
+ALL_OBJECTS += [Wrapper, SpectralNormalization, ConvLSTM1D, ConvLSTM2D, ConvLSTM3D]
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
 
 # Configs name these classes by their public Keras module ("keras.layers"), as Keras 3 writes them.

@@ -362,11 +362,13 @@ def _build_cell(cell, shape):
 
 
 def _zeros(x, units):
-    """Zeros of shape (batch, units) in x's graph (the batch may be known only at run time)."""
+    """Zeros of shape (batch, units) in x's graph (the batch may be known only at run time);
+    `units` may be a tuple (a state of several axes)."""
+    shape = (x.shape[0],) + (tuple(units) if isinstance(units, tuple) else (units,))
     if not isinstance(x, SymbolicTensor):
-        return np.zeros((x.shape[0], units), x.dtype)
+        return np.zeros(shape, x.dtype)
     with tracing(x.graph):
-        return bind("broadcast_to", [np.zeros((), x.dtype)], shape=(x.shape[0], units))
+        return bind("broadcast_to", [np.zeros((), x.dtype)], shape=shape)
 
 
 class RNN(Layer):
