@@ -250,6 +250,10 @@ def test_dropout_and_scores_keep_the_unfused_path():
         assert fused.use_fused(q, q)
     with _mode("never"):
         assert not fused.use_fused(q, q)
+    with _mode("auto"):  # the measured thresholds
+        short, long = keras.Input((32, 2, 4)), keras.Input((64, 2, 4))
+        assert not fused.use_fused(short, short) and fused.use_fused(long, long)
+        assert fused.use_fused(short, short, training=False) and not fused.use_fused(q, q, training=False)
 
 
 def test_fused_mha_exports_to_onnx():

@@ -238,7 +238,7 @@ class MultiHeadAttention(Layer):
         k = self._key_dense(key)  # (B, S, H, K)
         v = self._value_dense(value)  # (B, S, H, V)
         if fused_attention.use_fused(q, k, dropout=bool(training) and self.dropout > 0,
-                                     scores=return_attention_scores):
+                                     scores=return_attention_scores, training=training is not False):
             mask = self._combined_mask(query, value, query_mask, value_mask, key_mask, attention_mask, False)
             if mask is not None:
                 mask = ops.expand_dims(mask, 1)  # (B|1, 1, T, S): broadcast over heads
@@ -406,7 +406,7 @@ class GroupedQueryAttention(Layer):
         q = self._query_dense(query)  # (B, T, Hq, D)
         k, v = self._key_dense(key), self._value_dense(value)  # (B, S, Hkv, D)
         if fused_attention.use_fused(q, k, dropout=bool(training) and self.dropout > 0,
-                                     scores=return_attention_scores):
+                                     scores=return_attention_scores, training=training is not False):
             mask = MultiHeadAttention._combined_mask(query, value, query_mask, value_mask, key_mask,
                                                      attention_mask, False)
             if mask is not None and len(mask.shape) < 4:

@@ -511,13 +511,18 @@ register(OpDef("attention_grad", KERNEL, _grad_infer, _grad_reference, different
 # "auto" fuses where it measured faster (docs/layers.md, bench/attention.py), "always" and "never" force
 # one path (tests and benchmarks compare the two). KGRAPH_FUSED_ATTENTION sets the default.
 MODE = os.environ.get("KGRAPH_FUSED_ATTENTION", "auto")
-MIN_KEYS = 0  # "auto" fuses from this many keys on
+# Measured on the 2-core machine (8 heads): the fused training step (forward and backward) ties the
+# unfused one at 32 keys and wins from 64 on; inference (forward only) wins from 16 keys on. Below,
+# the per-block BLAS calls on tiny matrices cost more than the scores' round trips through memory.
+MIN_KEYS_TRAINING = 64
+MIN_KEYS_INFERENCE = 16
 
 
-def use_fused(query, key, dropout=False, scores=False):
+def use_fused(query, key, dropout=False, scores=False, training=True):
     """Whether attention over `query` (B, Tq, H, D) and `key` (B, Tk, Hk, D) takes the fused op: not
     with attention dropout in training or attention scores returned (the fused op never forms P), only
-    for float32/float64 on the CPU (the op has no Triton kernel), and under "auto" from MIN_KEYS keys."""
+    for float32/float64 on the CPU (the op has no Triton kernel), and under "auto" only from
+    MIN_KEYS_TRAINING keys (MIN_KEYS_INFERENCE when `training` is False)."""
     from kgraph.config import get_device
 
     if MODE not in ("auto", "always", "never"):
@@ -528,4 +533,4 @@ def use_fused(query, key, dropout=False, scores=False):
         return False
     if None in tuple(query.shape[1:]) + tuple(key.shape[1:]):
         return False
-    return MODE == "always" or key.shape[1] >= MIN_KEYS
+    return MODE == "always" or key.shape[1] >= (MIN_KEYS_TRAINING if training else MIN_KEYS_INFERENCE)
