@@ -918,97 +918,40 @@ def gru_backward(itemsize, gp, pp, h0, up, mp, dp, op, n, T, u, acts):
                             array_at(op, (n, T * 4 * u + u), np.float64), act, ract, reset_after)
 
 
-prange = range  # numba's prange when the backend loads the kernels
-
-
-@numba_kernel(parallel=True)
-def weight_grad_kernel(a, b, out, threads):
-    """out (P, Q) = A^T B for A (K, P), B (K, Q) (batch and time flattened): one GEMM over
-    all K rows, its output rows split over the threads (BLAS single-threaded in each)."""
-    K, P = a.shape
-    Q = b.shape[1]
-    isz = a.itemsize
-    blocks = max(1, min(threads, P))
-    saved = blas_get_threads()
-    blas_set_threads(1)
-    for k in prange(blocks):
-        r0 = k * P // blocks
-        r1 = (k + 1) * P // blocks
-        if r1 > r0:
-            gemm(True, False, r1 - r0, Q, K, a.ctypes.data + r0 * isz, P, b.ctypes.data, Q,
-                 out.ctypes.data + r0 * Q * isz, Q, 0.0, isz)
-    blas_set_threads(saved)
-
-
-@numba_kernel(parallel=True)
-def sequence_matmul_kernel(x, w, out, transpose_b, threads):
-    """out (K, Q) = x (K, D) @ w (D, Q) (or w (Q, D) transposed), rows split over the threads."""
-    K, D = x.shape
-    Q = out.shape[1]
-    isz = x.itemsize
-    blocks = max(1, min(threads, K))
-    saved = blas_get_threads()
-    blas_set_threads(1)
-    for k in prange(blocks):
-        r0 = k * K // blocks
-        r1 = (k + 1) * K // blocks
-        if r1 > r0:
-            gemm(False, transpose_b, r1 - r0, Q, D, x.ctypes.data + r0 * D * isz, D, w.ctypes.data,
-                 D if transpose_b else Q, out.ctypes.data + r0 * Q * isz, Q, 0.0, isz)
-    blas_set_threads(saved)
-
-
-@numba_entry(8)
-def sequence_matmul_entry(itemsize, xp, wp, op, K, D, Q, flags):
-    threads, transpose_b = flags // 2, flags % 2 != 0
-    if itemsize == 4:
-        sequence_matmul_kernel(array_at(xp, (K, D), np.float32), array_at(wp, (D * Q,), np.float32).reshape(
-            (Q, D) if transpose_b else (D, Q)), array_at(op, (K, Q), np.float32), transpose_b, threads)
-    else:
-        sequence_matmul_kernel(array_at(xp, (K, D), np.float64), array_at(wp, (D * Q,), np.float64).reshape(
-            (Q, D) if transpose_b else (D, Q)), array_at(op, (K, Q), np.float64), transpose_b, threads)
-
-
-@numba_entry(8)
-def weight_grad(itemsize, ap, bp, op, K, P, Q, threads):
-    if itemsize == 4:
-        weight_grad_kernel(array_at(ap, (K, P), np.float32), array_at(bp, (K, Q), np.float32),
-                           array_at(op, (P, Q), np.float32), threads)
-    else:
-        weight_grad_kernel(array_at(ap, (K, P), np.float64), array_at(bp, (K, Q), np.float64),
-                           array_at(op, (P, Q), np.float64), threads)
-
-
 def _numba_weight_grad(node, inputs):
+    """A^T B over the flattened (batch x time) rows: kgraph.ops.matmul's threaded GEMM."""
     import numba
 
     a, b = inputs
+    p, q = a.shape[2], b.shape[2]
     threads = int(numba.config.NUMBA_NUM_THREADS)
     return [f"K = a0.shape[0] * {a.shape[1]}",
             "if K == 0:",
             "    out.fill(0)",
             "    return",
-            f"weight_grad({_itemsize(node)}, a0.ctypes.data, a1.ctypes.data, out.ctypes.data, K, {a.shape[2]}, "
-            f"{b.shape[2]}, {threads})"]
+            f"gemm_threads({_itemsize(node)}, 1, 0, {p}, {q}, K, a0.ctypes.data, {p}, a1.ctypes.data, {q}, "
+            f"out.ctypes.data, {q}, {threads})"]
 
 
-_numba_weight_grad.kernels = "kgraph.ops.recurrent"
+_numba_weight_grad.kernels = "kgraph.ops.matmul"
 
 
 def _numba_sequence_matmul(node, inputs):
+    """x (rows, D) @ w (or w^T) over the flattened (batch x time) rows: the threaded GEMM."""
     import numba
 
     x = inputs[0]
+    d, q = x.shape[2], node.shape[2]
+    transpose_b = int(bool(node.attrs.get("transpose_b")))
     threads = int(numba.config.NUMBA_NUM_THREADS)
-    flags = threads * 2 + int(bool(node.attrs.get("transpose_b")))
     return [f"K = a0.shape[0] * {x.shape[1]}",
             "if K == 0:",
             "    return",
-            f"sequence_matmul_entry({_itemsize(node)}, a0.ctypes.data, a1.ctypes.data, out.ctypes.data, K, "
-            f"{x.shape[2]}, {node.shape[2]}, {flags})"]
+            f"gemm_threads({_itemsize(node)}, 0, {transpose_b}, K, {q}, {d}, a0.ctypes.data, {d}, a1.ctypes.data, "
+            f"{d if transpose_b else q}, out.ctypes.data, {q}, {threads})"]
 
 
-_numba_sequence_matmul.kernels = "kgraph.ops.recurrent"
+_numba_sequence_matmul.kernels = "kgraph.ops.matmul"
 
 
 # -- templates: the kernel body of a group (every size a literal except the batch n) --------------------
