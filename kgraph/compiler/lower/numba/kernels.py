@@ -17,7 +17,8 @@ import hashlib
 import importlib
 import inspect
 
-KERNEL_MODULES = ("kgraph.ops.conv", "kgraph.ops.pool", "kgraph.ops.matmul", "kgraph.ops.recurrent")
+KERNEL_MODULES = ("kgraph.ops.conv", "kgraph.ops.pool", "kgraph.ops.matmul", "kgraph.ops.recurrent",
+                  "kgraph.ops.attention")
 
 
 def _module(module):
