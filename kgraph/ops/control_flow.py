@@ -19,6 +19,8 @@ autodiff refuses it with its reason (use fori_loop with static bounds, or scan).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from kgraph import ops
@@ -53,8 +55,8 @@ def _result_in(graph, value):
 
 
 def trace_function(fn, arg_specs, name):
-    """Trace `fn(*args)` for args shaped and typed like `arg_specs` [(shape, dtype)]: the
-    FunctionGraph (its outputs set to the flat results) and fn's result as fn returned it."""
+    """The FunctionGraph of `fn(*args)` for args shaped and typed like `arg_specs`
+    [(shape, dtype)]; fn returns a list of results (or one), which become its outputs."""
     graph = FunctionGraph(name, current_graph())
     with tracing(graph):
         args = [SymbolicTensor(graph, graph.add_placeholder(shape, dtype, f"{name}.arg{k}").id)
@@ -334,13 +336,6 @@ def _describe(specs):
 
 
 # -- gradients --------------------------------------------------------------------------------------------
-def _total(terms):
-    total = terms[0]
-    for term in terms[1:]:
-        total = ops.add(total, term)
-    return total
-
-
 def _pullback(graph_fn, args, cotangents, sources):
     """Inline `graph_fn` on `args` in the graph being traced and return d<outputs, cotangents>/d
     sources (cotangents: {output position: tensor}; sources: tensors of this graph)."""
@@ -351,7 +346,7 @@ def _pullback(graph_fn, args, cotangents, sources):
     terms = [ops.sum(ops.multiply(outputs[k], ct)) for k, ct in cotangents.items()]
     if not terms or not sources:
         return [ops.zeros_like(s) for s in sources]
-    target = _total(terms)
+    target = functools.reduce(ops.add, terms)
     return [SymbolicTensor(graph, g) for g in gradients(graph, target.node_id, [s.node_id for s in sources])]
 
 
