@@ -46,20 +46,19 @@ def _value(name, shape, dtype):
     return Value(name, tuple(shape), dtype)
 
 
-def _function_graph(e, function, values, inputs, extra_outputs=(), head_outputs=(), name="body"):
+def _function_graph(e, function, values, inputs, name="body"):
     """(GraphProto, emitter) of kgraph graph `function` with its placeholders bound by
     `values`; `inputs` are the GraphProto's (name, shape, dtype) inputs; its outputs are
-    `head_outputs` (Values), Identity copies of the function's outputs, then `extra_outputs`."""
+    Identity copies of the function's outputs."""
     from kgraph.exporters.onnx import emit_nodes
 
     nested = _emitter_for(e, function)
     bound = emit_nodes(nested, function, dict(values))
     nested.node = None
-    outputs = list(head_outputs)
+    outputs = []
     for node_id in function.outputs:
         value = bound[node_id]
         outputs.append(_value(nested.op("Identity", [value.name]), value.shape, value.dtype))
-    outputs += list(extra_outputs)
     proto = helper.make_graph(nested.nodes, nested.unique(name), [_value_info(*i) for i in inputs],
                               [_value_info(v.name, v.shape, v.dtype) for v in outputs])
     return proto, nested
