@@ -30,6 +30,10 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
     **{name: {"triton": "the fused attention kernel is CPU-only (numba and ONNX); on the GPU the layers keep the "
                         "unfused matmul/softmax path, which Triton renders"}
        for name in ("attention", "attention_grad")},
+    **{name: {reason: "only the numba compiler's conv-pool rewrite (kgraph/compiler/passes/conv_pool.py) makes "
+                      "it, after tracing: exported and Triton graphs keep conv, relu and pool"
+              for reason in ("triton", "onnx")}
+       for name in ("conv_pool", "conv_pool_filter_grad")},
     "rnn_weight_grad": {"triton": "the recurrent kernels' gradient contraction has no Triton kernel yet"},
     "sequence_matmul": {"triton": "the recurrent layers' input projection has no Triton kernel yet"},
     "match_batch": {"triton": "only stateful recurrent layers use it, and the recurrences have no Triton kernel yet"},

@@ -15,6 +15,7 @@ from kgraph.ops.matmul import dot, matmul  # noqa: F401
 from kgraph.ops import random  # noqa: F401  (registers random_uniform)
 from kgraph.ops.conv import conv, conv_transpose, depthwise_conv, separable_conv  # noqa: F401
 from kgraph.ops.pool import average_pool, max_pool  # noqa: F401
+from kgraph.ops import conv_pool as _conv_pool  # noqa: F401  (registers the fused conv-pool ops)
 from kgraph.ops import recurrent  # noqa: F401  (registers the recurrence ops)
 from kgraph.ops import attention as _attention  # noqa: F401  (registers the fused attention ops)
 from kgraph.ops import operators as _operators

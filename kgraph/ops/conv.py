@@ -419,6 +419,9 @@ def _im2col(x, geo, r0, r1, c0, cols):
                         src = flat[start:start + run]
                         for j in range(run):  # (indices from 0: no wraparound test, a vector copy)
                             dst[j] = src[j]
+                    if run_first == ow0 and run_last == ow1:  # the runs copied every position
+                        k += KW * Cg
+                        continue
                     lo_part, hi_part = (ow0, run_first), (run_last, ow1)
                 else:
                     lo_part, hi_part = (ow0, ow1), (ow1, ow1)
@@ -833,6 +836,134 @@ def conv_filter_grad_kernel(x, g, dw, geo, use_gemm, pointwise):
         out[k] = s
 
 
+# -- a convolution with a max-pooling epilogue (the ops are in kgraph.ops.conv_pool) ----------------------
+# One image at a time, in per-thread buffers that stay in cache: its patches `cols` (P, K), its
+# convolution `O` (P, F) (+ bias, relu), then the pooled result, or the pooled gradient routed
+# back to `O`'s maxima and contracted with the patches. The full-size activation never exists.
+# `window` (QD, QH, QW) tiles the convolution without overlap (strides = window, no padding).
+@numba_kernel()
+def _conv_image(x, w, O, cols, geo, image, bias, act):
+    """O (P, F) = the convolution of image `image` (groups 1), + bias, relu (act 1)."""
+    P, K, F = O.shape[0], cols.shape[1], O.shape[1]
+    _im2col(x, geo, image * P, (image + 1) * P, 0, cols)
+    gemm(False, False, P, F, K, cols.ctypes.data, K, w.ctypes.data, F, O.ctypes.data, F, 0.0, x.itemsize)
+    _bias_act(O, 0, P, bias, act)
+
+
+@numba_kernel()
+def _pool_image(O, out, geo, window):
+    """out (pooled D, H, W, F) = the maximum of each window of O, viewed as (OD, OH, OW, F)."""
+    OH, OW = geo[7], geo[8]
+    QD, QH, QW = window
+    F = O.shape[1]
+    for pd in range(out.shape[0]):
+        for ph in range(out.shape[1]):
+            for pw in range(out.shape[2]):
+                dst = out[pd, ph, pw]
+                for f in range(F):
+                    dst[f] = -np.inf
+                for kd in range(QD):
+                    for kh in range(QH):
+                        for kw in range(QW):
+                            src = O[((pd * QD + kd) * OH + ph * QH + kh) * OW + pw * QW + kw]
+                            for f in range(F):
+                                dst[f] = max(dst[f], src[f])
+
+
+@numba_kernel()
+def _route_image(O, g, dO, geo, window, positive, best, which):
+    """dO (P, F) = each pooled gradient of g at the first maximum of its window of O (window
+    order, as max_pool_grad), where that maximum is > 0 with `positive` (the relu's gradient); 0
+    elsewhere. Each window writes all its rows (selects, no branches: vector loops); rows in no
+    window are zeroed first. `best` and `which` are F-value scratch rows."""
+    OD, OH, OW = geo[6], geo[7], geo[8]
+    QD, QH, QW = window
+    F = O.shape[1]
+    if OD != g.shape[0] * QD or OH != g.shape[1] * QH or OW != g.shape[2] * QW:
+        flat = dO.reshape(-1)
+        for k in range(flat.shape[0]):
+            flat[k] = 0
+    for pd in range(g.shape[0]):
+        for ph in range(g.shape[1]):
+            for pw in range(g.shape[2]):
+                for f in range(F):
+                    best[f] = -np.inf
+                    which[f] = -1
+                tap = 0
+                for kd in range(QD):
+                    for kh in range(QH):
+                        for kw in range(QW):
+                            src = O[((pd * QD + kd) * OH + ph * QH + kh) * OW + pw * QW + kw]
+                            for f in range(F):
+                                take = src[f] > best[f]
+                                best[f] = src[f] if take else best[f]
+                                which[f] = tap if take else which[f]
+                            tap += 1
+                if positive:
+                    for f in range(F):
+                        which[f] = which[f] if best[f] > 0 else -1
+                gr = g[pd, ph, pw]
+                tap = 0
+                for kd in range(QD):
+                    for kh in range(QH):
+                        for kw in range(QW):
+                            dst = dO[((pd * QD + kd) * OH + ph * QH + kh) * OW + pw * QW + kw]
+                            for f in range(F):
+                                dst[f] = gr[f] if which[f] == tap else 0
+                            tap += 1
+
+
+@numba_kernel()
+def _conv_pool_images(x, w, out, geo, window, bias, act, counter, dw):
+    """Images claimed from `counter`: out[image] = the pooled convolution, or, given `out` the
+    pooled gradient, dw (K, F) += the kernel gradient of the image."""
+    OD, OH, OW = geo[6], geo[7], geo[8]
+    P, F = OD * OH * OW, w.shape[4]
+    K = w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
+    cols = np.empty((P, K), x.dtype)
+    O = np.empty((P, F), x.dtype)
+    gradient = dw.shape[0] > 0
+    dO = np.empty((P if gradient else 0, F), x.dtype)
+    best = np.empty(F, x.dtype)
+    which = np.empty(F, np.int32)
+    while True:
+        image = fetch_add(counter, 1)
+        if image >= x.shape[0]:
+            break
+        _conv_image(x, w, O, cols, geo, image, bias, act)
+        if gradient:
+            _route_image(O, out[image], dO, geo, window, act == 1, best, which)
+            gemm(True, False, K, F, P, cols.ctypes.data, K, dO.ctypes.data, F, dw.ctypes.data, F, 1.0,
+                 x.itemsize)
+        else:
+            _pool_image(O, out[image], geo, window)
+
+
+@numba_kernel(parallel=True)
+def conv_pool_kernel(x, w, pooled, dw, geo, window, bias, act):
+    """pooled = max_pool(relu(conv(x, w) + bias)) when dw is empty; else dw = the kernel gradient of
+    that, given `pooled` its gradient (per-thread partial sums, added). Whole images per claim."""
+    n = x.shape[0]
+    nt = max(1, min(geo[20], n))
+    out = dw.reshape(-1)
+    partial = np.zeros((nt, out.shape[0]), x.dtype)
+    K = w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
+    counter = np.zeros(1, np.int64)
+    saved = blas_get_threads()
+    blas_set_threads(1)
+    for t in prange(nt):
+        fp_state = denormals_off()  # (each worker thread flushes denormals too)
+        _conv_pool_images(x, w, pooled, geo, window, bias, act, counter,
+                          partial[t].reshape((K if out.shape[0] else 0, w.shape[4])))
+        denormals_restore(fp_state)
+    blas_set_threads(saved)
+    for k in range(out.shape[0]):
+        s = partial[0, k]
+        for t in range(1, nt):
+            s += partial[t, k]
+        out[k] = s
+
+
 # -- entry points (C-callable: addresses and sizes) and the templates that call them -------------------
 @numba_entry(33)
 def conv_forward(itemsize, xp, wp, op, bp, n, D, H, W, C, KD, KH, KW, F, OD, OH, OW, SD, SH, SW, DD, DH, DW,
@@ -876,6 +1007,25 @@ def conv_filter_grad(itemsize, xp, gp, op, bp, n, D, H, W, C, KD, KH, KW, F, OD,
     else:
         conv_filter_grad_kernel(array_at(xp, (n, D, H, W, C), np.float64), array_at(gp, (n, OD, OH, OW, F), np.float64),
                                 array_at(op, (KD, KH, KW, C // G, F), np.float64), geo, use_gemm != 0, pointwise != 0)
+
+
+@numba_entry(34)
+def conv_pool(itemsize, xp, wp, gp, op, bp, n, D, H, W, C, KD, KH, KW, F, OD, OH, OW, SD, SH, SW, DD, DH, DW,
+              PD, PH, PW, QD, QH, QW, NT, nbias, act, gradient):
+    """The pooled convolution into op (gp unused), or its kernel gradient into op given gp."""
+    geo = (D, H, W, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW, 1, 1, NT)
+    pooled = (n, OD // QD, OH // QH, OW // QW, F)
+    kernel = (KD, KH, KW, C, F)
+    if itemsize == 4:
+        conv_pool_kernel(array_at(xp, (n, D, H, W, C), np.float32), array_at(wp, kernel, np.float32),
+                         array_at(gp if gradient else op, pooled, np.float32),
+                         array_at(op, kernel if gradient else (0, 0, 0, 0, 0), np.float32), geo, (QD, QH, QW),
+                         array_at(bp, (nbias,), np.float32), act)
+    else:
+        conv_pool_kernel(array_at(xp, (n, D, H, W, C), np.float64), array_at(wp, kernel, np.float64),
+                         array_at(gp if gradient else op, pooled, np.float64),
+                         array_at(op, kernel if gradient else (0, 0, 0, 0, 0), np.float64), geo, (QD, QH, QW),
+                         array_at(bp, (nbias,), np.float64), act)
 
 
 def _threads():

@@ -1,9 +1,11 @@
-"""The pass pipeline: simplify to a fixed point, check shapes, fuse, plan memory, lower."""
+"""The pass pipeline: simplify to a fixed point, check shapes, rewrite conv-pool chains (numba),
+fuse, plan memory, lower."""
 
 from __future__ import annotations
 
 import os
 
+from kgraph.compiler.passes.conv_pool import fuse_conv_pool
 from kgraph.compiler.passes.fusion import format_groups, fuse
 from kgraph.compiler.passes.memory import plan_memory
 from kgraph.compiler.passes.shape_inference import infer_shapes
@@ -60,7 +62,10 @@ def compile_graph(graph, log=None):
     from kgraph.runtime.cpu import CpuExecutable
 
     log = log or _dump_log()
-    graph = optimize(graph.copy(), log).renumbered()
+    graph = optimize(graph.copy(), log)
+    if fuse_conv_pool(graph) and log:
+        log("fuse_conv_pool", graph.format())
+    graph = graph.renumbered()
     groups = fuse(graph)
     if log:
         log("fusion groups", format_groups(graph, groups))

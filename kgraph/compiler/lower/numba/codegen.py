@@ -15,6 +15,7 @@ import numpy as np
 from kgraph.compiler.lower.numba import control
 from kgraph.compiler.lower.numba import kernels as kernel_modules
 from kgraph.compiler.lower.numba.scalar import NumbaScalarOps, _literal
+from kgraph.compiler.passes.conv_pool import relu_mask_source
 from kgraph.compiler.passes.memory import linear_size
 from kgraph.ops import get_op
 from kgraph.ops import random as random_ops
@@ -428,10 +429,8 @@ def _positive_mask(graph, members, value):
     if len(members) != 3:
         return False
     greater, cast, multiply = (graph.node(m) for m in members)
-    zero = graph.node(greater.inputs[1]) if greater.op == "greater" else None
-    return (zero is not None and zero.op == "constant" and not np.any(zero.payload)
-            and greater.inputs[0] == graph.node(value).inputs[0]
-            and cast.op == "cast" and cast.inputs == (greater.id,) and cast.dtype == graph.node(value).dtype
+    return (greater.op == "greater" and cast.inputs == (greater.id,) and cast.dtype == graph.node(value).dtype
+            and relu_mask_source(graph, cast.id) == graph.node(value).inputs[0]
             and multiply.op == "multiply" and sorted(multiply.inputs) == sorted((value, cast.id)))
 
 
@@ -587,6 +586,7 @@ KERNEL_TEMPLATES = {
     "random_uniform": random_ops.numba_template,
     **conv_ops.NUMBA_TEMPLATES, **pool_ops.NUMBA_TEMPLATES, **recurrent_ops.NUMBA_TEMPLATES,
     **linalg_ops.NUMBA_TEMPLATES, **importlib.import_module("kgraph.ops.attention").NUMBA_TEMPLATES,
+    **importlib.import_module("kgraph.ops.conv_pool").NUMBA_TEMPLATES,
 }
 
 
