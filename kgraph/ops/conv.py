@@ -812,6 +812,16 @@ def _filter_grad_rows(x, g, acc, geo, counter, blocks, use_gemm, pointwise):
                                         arow[f] += xv * gr[f]
 
 
+@numba_kernel()
+def _add_partials(partial, out):
+    """out = the sum of the threads' partial results (rows of `partial`), in thread order."""
+    for k in range(out.shape[0]):
+        s = partial[0, k]
+        for t in range(1, partial.shape[0]):
+            s += partial[t, k]
+        out[k] = s
+
+
 @numba_kernel(parallel=True)
 def conv_filter_grad_kernel(x, g, dw, geo, use_gemm, pointwise):
     """dw = conv_filter_grad(x, g): per-thread partial sums over claimed blocks of rows (or lines), added."""
@@ -829,11 +839,7 @@ def conv_filter_grad_kernel(x, g, dw, geo, use_gemm, pointwise):
         _filter_grad_rows(x, g, partial[t], geo, counter, blocks, use_gemm, pointwise)
         denormals_restore(fp_state)
     blas_set_threads(saved)
-    for k in range(out.shape[0]):
-        s = partial[0, k]
-        for t in range(1, nt):
-            s += partial[t, k]
-        out[k] = s
+    _add_partials(partial, out)
 
 
 # -- a convolution with a max-pooling epilogue (the ops are in kgraph.ops.conv_pool) ----------------------
@@ -957,11 +963,7 @@ def conv_pool_kernel(x, w, pooled, dw, geo, window, bias, act):
                           partial[t].reshape((K if out.shape[0] else 0, w.shape[4])))
         denormals_restore(fp_state)
     blas_set_threads(saved)
-    for k in range(out.shape[0]):
-        s = partial[0, k]
-        for t in range(1, nt):
-            s += partial[t, k]
-        out[k] = s
+    _add_partials(partial, out)
 
 
 # -- entry points (C-callable: addresses and sizes) and the templates that call them -------------------

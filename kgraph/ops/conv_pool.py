@@ -30,11 +30,6 @@ ACTIVATIONS = ("linear", "relu")
 
 
 # -- attrs, shapes and references ---------------------------------------------------------------------
-def conv_attrs(attrs):
-    """The attrs of the convolution inside."""
-    return {k: attrs[k] for k in ("strides", "dilation", "pads", "groups")}
-
-
 def pool_attrs(attrs):
     """The attrs of the max pooling inside."""
     window = tuple(attrs["window"])
@@ -51,7 +46,7 @@ def _check(op, attrs, x, w, b):
 
 def _infer(attrs, x, w, b=None):
     _check("conv_pool", attrs, x, w, b)
-    convolved, dtype = conv_ops._conv_infer(conv_attrs(attrs), x, w)
+    convolved, dtype = conv_ops._conv_infer(conv_ops._geometry_attrs(attrs), x, w)
     return pool_ops._pool_infer(pool_attrs(attrs), Spec(convolved, dtype))
 
 
@@ -64,7 +59,7 @@ def _filter_grad_infer(attrs, x, w, g, b=None):
 
 
 def _activated(attrs, x, w, b):
-    z = conv_ops._conv_reference(conv_attrs(attrs), x, w)
+    z = conv_ops._conv_reference(conv_ops._geometry_attrs(attrs), x, w)
     if b is not None:
         z = z + b
     return np.maximum(z, 0) if attrs["activation"] == "relu" else z
@@ -76,11 +71,12 @@ def _reference(attrs, x, w, b=None):
 
 def _filter_grad_reference(attrs, x, w, g, b=None):
     r = _activated(attrs, x, w, b)
-    window = {k: v for k, v in pool_attrs(attrs).items() if k != "mode"}
+    window = pool_ops._window_attrs(pool_attrs(attrs))
     dr = pool_ops._max_grad_reference(window, r, g)
     if attrs["activation"] == "relu":
         dr = dr * (r > 0)
-    return conv_ops._filter_grad_reference(dict(conv_attrs(attrs), kernel_size=tuple(w.shape[:-2])), x, dr)
+    attrs = dict(conv_ops._geometry_attrs(attrs), kernel_size=tuple(w.shape[:-2]))
+    return conv_ops._filter_grad_reference(attrs, x, dr)
 
 
 def _grad(ctx):
@@ -90,13 +86,13 @@ def _grad(ctx):
 
     x, w = ctx.inputs[:2]
     b = ctx.inputs[2] if len(ctx.inputs) == 3 else None
-    geometry = conv_attrs(ctx.attrs)
+    geometry = conv_ops._geometry_attrs(ctx.attrs)
     r = bind("conv", [x, w], **geometry)
     if b is not None:
         r = ops.add(r, b)
     if ctx.attrs["activation"] == "relu":
         r = ops.relu(r)
-    window = {k: v for k, v in pool_attrs(ctx.attrs).items() if k != "mode"}
+    window = pool_ops._window_attrs(pool_attrs(ctx.attrs))
     dr = bind("max_pool_grad", [r, ctx.upstream], **window)
     if ctx.attrs["activation"] == "relu":
         dr = ops.multiply(dr, ops.cast(ops.greater(r, 0), dr.dtype))
@@ -146,7 +142,7 @@ def _filter_grad_samples(rng):
 def _call(node, x, w, pointers, nbias, gradient):
     attrs = node.attrs
     spatial, kernel = x.shape[1:-1], w.shape[:-2]
-    out_spatial = conv_ops._conv_output_spatial("conv_pool", spatial, kernel, conv_attrs(attrs))
+    out_spatial = conv_ops._conv_output_spatial("conv_pool", spatial, kernel, conv_ops._geometry_attrs(attrs))
     geo = conv_ops.conv_geometry(attrs, spatial, kernel, out_spatial, x.shape[-1], conv_ops._threads())
     D, H, W, KD, KH, KW, OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW, G, ROWS, NT = geo
     sizes = (D, H, W, x.shape[-1], KD, KH, KW, w.shape[-1], OD, OH, OW, SD, SH, SW, DD, DH, DW, PD, PH, PW,

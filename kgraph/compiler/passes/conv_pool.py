@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from kgraph.compiler.passes.simplify import eliminate_dead_code
-from kgraph.ops.conv_pool import ACTIVATIONS  # noqa: F401  (registers the ops)
+from kgraph.ops.conv import _geometry_attrs
+from kgraph.ops.shapes import num_elements
 
 # Per-thread buffers of one image (patches, convolution, routed gradient), in values.
 MAX_IMAGE_VALUES = 1 << 22
@@ -77,20 +78,16 @@ def _match_forward(graph, pool):
         if inner in roots or len(graph.consumers(inner)) != 1:
             return None
     x, w = conv.inputs
-    taps = 1
-    for k in graph.node(w).shape[:-1]:
-        taps *= k
-    pixels = 1
-    for o in conv.shape[1:-1]:
-        pixels *= o
-    if pixels * (taps + 2 * conv.shape[-1]) > MAX_IMAGE_VALUES or r.id in roots:
+    taps = num_elements(graph.node(w).shape[:-1])
+    if num_elements(conv.shape[1:-1]) * (taps + 2 * conv.shape[-1]) > MAX_IMAGE_VALUES or r.id in roots:
         return None
     return {"x": x, "w": w, "b": None if bias is None else bias.id, "r": r.id, "activation": activation,
             "conv": conv}
 
 
 def _match_backward(graph, pool, found):
-    """([(g, conv_filter_grad node, [sum nodes])], ok) for the max_pool_grads that read r."""
+    """[(g, [conv_filter_grad nodes], [sum nodes])] for the max_pool_grads that read r (an empty
+    list in a graph without gradients), or None when a reader of r or of its gradient does not match."""
     r, conv = found["r"], found["conv"]
     roots = set(graph.roots())
     window = {k: tuple(pool.attrs[k]) for k in ("window", "strides")}
@@ -117,7 +114,7 @@ def _match_backward(graph, pool, found):
         for use_id in graph.consumers(dr.id):
             use = graph.node(use_id)
             if (use.op == "conv_filter_grad" and use.inputs == (found["x"], dr.id)
-                    and all(use.attrs[k] == conv.attrs[k] for k in ("strides", "dilation", "pads", "groups"))):
+                    and _geometry_attrs(use.attrs) == _geometry_attrs(conv.attrs)):
                 filter_grads.append(use)
             elif use.op == "sum" and tuple(use.attrs["axes"]) == tuple(range(len(dr.shape) - 1)):
                 sums.append(use)
@@ -146,7 +143,7 @@ def fuse_conv_pool(graph):
         if grads is None:
             continue
         conv = found["conv"]
-        attrs = {k: conv.attrs[k] for k in ("strides", "dilation", "pads", "groups")}
+        attrs = _geometry_attrs(conv.attrs)
         attrs.update(window=tuple(pool.attrs["window"]), activation=found["activation"])
         bias = [found["b"]] if found["b"] is not None else []
         pooled = graph.add_node("conv_pool", [found["x"], found["w"]] + bias, attrs, pool.shape, pool.dtype)
